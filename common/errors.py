@@ -47,6 +47,13 @@ class SecretNotFound(RouterError):
     http_status = 500
 
 
+class ArtifactNotFound(RouterError):
+    """A stored artifact (file or object) does not exist."""
+
+    code = "ARTIFACT_NOT_FOUND"
+    http_status = 500
+
+
 # --- ingress (the webhook) ------------------------------------------------------
 
 
