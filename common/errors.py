@@ -120,6 +120,20 @@ class StaleAlert(RouterError):
     http_status = 400
 
 
+class StoreUnavailable(RouterError):
+    """Firestore could not be reached in time."""
+
+    code = "STORE_UNAVAILABLE"
+    http_status = 503
+
+
+class PublishFailed(RouterError):
+    """The order command could not be published to Pub/Sub in time."""
+
+    code = "PUBLISH_FAILED"
+    http_status = 503
+
+
 class ServiceUnavailable(RouterError):
     """Neither the order store nor the queue could take the alert; retry."""
 

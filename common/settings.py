@@ -53,13 +53,14 @@ class Settings(BaseModel):
     # --- webhook ---
     max_body_bytes: int = Field(64 * 1024, alias="MAX_BODY_BYTES", gt=0)
     allowed_source_ips: list[str] = Field([], alias="ALLOWED_SOURCE_IPS")
+    # Cloud Run appends the caller's address last; earlier X-Forwarded-For entries are client-controlled.
     allowed_symbols: list[str] = Field([], alias="ALLOWED_SYMBOLS")
     max_lots_per_alert: int = Field(10, alias="MAX_LOTS_PER_ALERT", gt=0)
     max_alert_age_seconds: int = Field(60, alias="MAX_ALERT_AGE_SECONDS", gt=0)
     dedupe_window_seconds: int = Field(60, alias="DEDUPE_WINDOW_SECONDS", gt=0)
     alert_ttl_days: int = Field(30, alias="ALERT_TTL_DAYS", gt=0)
-    firestore_timeout: float = Field(2.0, alias="FIRESTORE_TIMEOUT", gt=0)
-    publish_timeout: float = Field(2.0, alias="PUBLISH_TIMEOUT", gt=0)
+    firestore_timeout: float = Field(1.0, alias="FIRESTORE_TIMEOUT", gt=0)
+    publish_timeout: float = Field(1.2, alias="PUBLISH_TIMEOUT", gt=0)
 
     # --- order worker ---
     max_order_age_seconds: int = Field(60, alias="MAX_ORDER_AGE_SECONDS", gt=0)

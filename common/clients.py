@@ -1,0 +1,49 @@
+"""Google Cloud clients, created lazily, once, thread-safely.
+
+Functions serve concurrent requests, so two threads may ask for a client at the
+same moment on a cold instance: a lock makes sure only one is built. The
+libraries are imported on first use, keeping them off paths that don't need
+them. Emulators are picked up from the standard ``*_EMULATOR_HOST`` variables
+by the libraries themselves.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Lazy(Generic[T]):
+    """A value built by ``factory`` on first ``get()``, at most once, under a lock."""
+
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self._factory = factory
+        self._value: T | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        value = self._value
+        if value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self._factory()
+                value = self._value
+        return value  # type: ignore[return-value]
+
+
+def firestore_client(project: str) -> Any:
+    """A Firestore client for ``project`` (the emulator when FIRESTORE_EMULATOR_HOST is set)."""
+    from google.cloud import firestore
+
+    return firestore.Client(project=project)
+
+
+def publisher_client() -> Any:
+    """A Pub/Sub publisher that sends each message at once rather than waiting to batch."""
+    from google.cloud import pubsub_v1
+
+    # A webhook publishes one message per request; the default 10 ms batching delay
+    # is pure latency here.
+    return pubsub_v1.PublisherClient(batch_settings=pubsub_v1.types.BatchSettings(max_messages=1))

@@ -1,0 +1,192 @@
+"""The Firestore documents and the Pub/Sub order command, as pydantic models.
+
+Field names are chosen to read well in the Firestore console, where the trader
+browses the audit trail: plain words, Firestore timestamps, status strings.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+IST = timezone(timedelta(hours=5, minutes=30), "IST")
+
+ORDERS = "orders"
+EVENTS = "events"  # subcollection of an order
+ALERTS = "alerts"
+DEDUPE = "dedupe_keys"
+SYSTEM = "system"
+
+
+class OrderStatus(str, Enum):
+    """Where an order stands. Terminal statuses never change again (except fills on PLACED)."""
+
+    QUEUED = "QUEUED"
+    PLACING = "PLACING"
+    PLACED = "PLACED"
+    UNKNOWN = "UNKNOWN"
+    REJECTED = "REJECTED"
+    FAILED = "FAILED"
+    EXPIRED = "EXPIRED"
+    BLOCKED = "BLOCKED"
+    DRY_RUN = "DRY_RUN"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (OrderStatus.QUEUED, OrderStatus.PLACING, OrderStatus.UNKNOWN)
+
+
+def ist_day(moment: datetime) -> str:
+    """The IST calendar day of a moment, as ``YYYY-MM-DD`` (orders are grouped by trading day)."""
+    return moment.astimezone(IST).date().isoformat()
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="ignore", use_enum_values=True)
+
+    def to_firestore(self) -> dict[str, Any]:
+        """The document body: None fields left out so the console shows only what is known."""
+        return self.model_dump(mode="python", exclude_none=True)
+
+
+class Contract(BaseModel):
+    """The resolved Fyers instrument."""
+
+    ticker: str
+    underlying: str | None = None
+    kind: str | None = None
+    exchange: str | None = None
+    lot_size: int
+    tick_size: float
+    expiry: str | None = None  # ISO date, IST
+    strike: float | None = None
+
+
+class OrderRecord(_Doc):
+    """``orders/{order_id}``: one order, from alert to broker outcome."""
+
+    order_id: str
+    status: OrderStatus
+    reason: str | None = None  # machine code, e.g. NEEDS_LOGIN, STALE, BROKER_REJECTED
+    message: str | None = None  # human text: why, in the trader's words or the broker's
+    # the alert, normalised
+    strategy: str | None = None
+    action: str
+    symbol: str
+    lots: int
+    product: str
+    order_type: str
+    dry_run: bool = False
+    alert: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str
+    key_source: str
+    # provenance and time
+    recorded_by: Literal["webhook", "worker"] = "webhook"
+    source_ip: str | None = None
+    request_id: str | None = None
+    alert_time: datetime | None = None
+    received_at: datetime
+    created_at: datetime
+    created_day: str
+    updated_at: datetime
+    published_at: datetime | None = None
+    message_id: str | None = None
+    # the worker's progress
+    attempts: int = 0
+    lease_until: datetime | None = None
+    worker_id: str | None = None
+    contract: Contract | None = None
+    quantity: int | None = None
+    ltp: float | None = None
+    underlying_ltp: float | None = None
+    sl_price: float | None = None
+    tp_price: float | None = None
+    broker_request: dict[str, Any] | None = None
+    broker_order_id: str | None = None
+    broker_order_ids: list[str] | None = None  # slices and splits
+    placed_at: datetime | None = None
+    # the broker's view, after reconciliation
+    broker_status: str | None = None
+    broker_message: str | None = None
+    filled_qty: int | None = None
+    avg_price: float | None = None
+    reconciled_at: datetime | None = None
+
+
+class OrderEvent(_Doc):
+    """``orders/{id}/events/{n}``: one step of an order's life."""
+
+    at: datetime
+    from_status: str | None = None
+    to_status: str
+    reason: str | None = None
+    message: str | None = None
+    broker_code: int | None = None
+    broker_message: str | None = None
+    latency_ms: float | None = None
+    by: str | None = None  # webhook, worker id, scheduler
+
+
+class AlertAudit(_Doc):
+    """``alerts/{id}``: one request to the webhook, whatever came of it (TTL on ``expire_at``)."""
+
+    received_at: datetime
+    outcome: Literal["accepted", "duplicate", "rejected", "error"]
+    http_status: int
+    reason: str | None = None
+    message: str | None = None
+    errors: list[dict[str, Any]] | None = None
+    order_id: str | None = None
+    strategy: str | None = None
+    symbol: str | None = None
+    action: str | None = None
+    source_ip: str | None = None
+    request_id: str | None = None
+    payload: dict[str, Any] | None = None  # the body as received, secrets redacted
+    unknown_fields: dict[str, Any] | None = None
+    expire_at: datetime
+
+
+class DedupeClaim(_Doc):
+    """``dedupe_keys/{hash}``: a claim on an idempotency key, pointing at its order."""
+
+    key: str
+    order_id: str
+    created_at: datetime
+    expire_at: datetime
+
+
+class OrderCommand(BaseModel):
+    """The Pub/Sub message that asks the worker to place one order. Versioned JSON."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    version: Literal[1] = 1
+    order_id: str
+    idempotency_key: str
+    key_source: str
+    claims: list[str]
+    alert: dict[str, Any]
+    received_at: datetime
+    alert_time: datetime | None = None
+    request_id: str | None = None
+    source_ip: str | None = None
+    # False when the webhook could not write Firestore: the worker creates the record itself.
+    recorded: bool = True
+
+    def attributes(self) -> dict[str, str]:
+        """Pub/Sub attributes: routing facts visible without decoding the body."""
+        return {
+            "order_id": self.order_id,
+            "idempotency_key": self.idempotency_key,
+            "version": str(self.version),
+            "recorded": "1" if self.recorded else "0",
+        }
+
+
+def today_ist(now: datetime) -> date:
+    """The IST date of ``now``."""
+    return now.astimezone(IST).date()

@@ -1,0 +1,34 @@
+"""Builds each function's dependencies from the settings, once per instance.
+
+This is the edge: it is handed the environment and the settings by ``main.py``
+and wires real clients. Tests build the same dependency objects themselves,
+with emulator-backed or failing parts.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from common.clients import Lazy, firestore_client
+from common.orders import OrderStore
+from common.pubsub import Publisher
+from common.secrets import EnvSecretStore
+from common.settings import Settings
+from functions.webhook import WebhookDeps
+
+
+def webhook_deps(settings: Settings, environ: Mapping[str, str]) -> WebhookDeps:
+    """The webhook's parts. Its secret comes from the environment even in the cloud
+    (deployed with ``--set-secrets``), so its cold start never imports Secret Manager."""
+    secrets = EnvSecretStore(environ)
+    store = Lazy(lambda: OrderStore(firestore_client(settings.project), timeout=settings.firestore_timeout))
+    return WebhookDeps(
+        settings=settings,
+        webhook_secrets=lambda: _split(secrets.get_optional("WEBHOOK_SECRET")),
+        store=store.get,
+        publisher=Publisher(settings.project, timeout=settings.publish_timeout),
+    )
+
+
+def _split(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]

@@ -1,0 +1,280 @@
+"""The ``webhook`` HTTP function: TradingView alert in, order command out, well under 3 s.
+
+Steps: size and source checks, JSON, the shared secret, validation, limits,
+dedupe and record in Firestore (one atomic batch), publish to Pub/Sub, answer.
+A duplicate answers 200 so TradingView does not re-send. A permanently bad
+alert answers 4xx (a 5xx would make TradingView re-send it three more times).
+Only "nothing could take this alert" answers 503.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+from common.alert import Alert, parse_alert
+from common.errors import (
+    BadRequest,
+    ForbiddenSource,
+    LimitExceeded,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    PublishFailed,
+    RouterError,
+    ServiceUnavailable,
+    StaleAlert,
+    StoreUnavailable,
+    Unauthorized,
+    http_response,
+)
+from common.idempotency import Identity, identify
+from common.logs import get_logger, log_context, redact, set_order_id
+from common.orders import Duplicate, OrderStore
+from common.pubsub import Publisher
+from common.records import AlertAudit, OrderCommand, OrderRecord, OrderStatus, ist_day
+from common.settings import Settings
+
+log = get_logger("webhook")
+
+
+@dataclass
+class WebhookDeps:
+    """What the webhook needs, injected so tests can pass emulator-backed parts."""
+
+    settings: Settings
+    webhook_secrets: Callable[[], list[str]]
+    store: Callable[[], OrderStore]
+    publisher: Publisher
+    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+
+    @property
+    def republish_after(self) -> timedelta:
+        # An unpublished order older than one full request budget was orphaned by a
+        # failed publish; a re-send may then publish it (the worker dedupes).
+        return timedelta(seconds=self.settings.firestore_timeout + self.settings.publish_timeout + 1)
+
+
+@dataclass
+class _Request:
+    """What we learned about the request so far: for the answer and the audit."""
+
+    request_id: str
+    received_at: datetime
+    source_ip: str | None
+    payload: dict[str, Any] | None = None
+    alert: Alert | None = None
+    secrets: tuple[str, ...] = ()  # values to scrub from anything we keep
+
+    def redacted_payload(self) -> dict[str, Any] | None:
+        """The body as received, safe to store and log."""
+        return redact(self.payload, self.secrets) if isinstance(self.payload, dict) else None
+
+
+def serve(request: Any, deps: WebhookDeps) -> tuple[dict[str, Any], int]:
+    """Handle one webhook request; returns (JSON body, HTTP status). Never raises."""
+    req = _Request(request_id=_request_id(request), received_at=deps.clock(), source_ip=_source_ip(request))
+    with log_context(request_id=req.request_id):
+        try:
+            return _process(request, req, deps)
+        except RouterError as exc:
+            body, status = http_response(exc)
+            _audit_rejection(req, deps, exc, status)
+            log.info("alert refused", extra={"fields": {"error": exc.code, "http_status": status}})
+            return body, status
+        except Exception:
+            log.exception("webhook failed unexpectedly")
+            body, status = http_response(Exception())
+            return body, status
+
+
+def _process(request: Any, req: _Request, deps: WebhookDeps) -> tuple[dict[str, Any], int]:
+    settings = deps.settings
+    if request.method != "POST":
+        raise MethodNotAllowed("Only POST is accepted.")
+    if settings.allowed_source_ips and req.source_ip not in settings.allowed_source_ips:
+        raise ForbiddenSource("Requests from this address are not allowed.")
+    req.payload = _read_json(request, settings.max_body_bytes)
+    secrets = deps.webhook_secrets()
+    given = req.payload.get("secret", req.payload.get("token"))
+    req.secrets = tuple(secrets) + ((given,) if isinstance(given, str) else ())
+    _authenticate(given, secrets)
+    alert = req.alert = parse_alert(req.payload)
+    _check_limits(alert, settings, req.received_at)
+
+    ident = identify(alert, header_key=request.headers.get("Idempotency-Key"),
+                     now=req.received_at, window_seconds=settings.dedupe_window_seconds)
+    set_order_id(ident.order_id)
+    record = _order_record(alert, ident, req)
+    command = _command(alert, ident, req, recorded=True)
+    try:
+        duplicate = deps.store().accept(record, ident.claims, _audit(req, settings, "accepted", 200, order_id=ident.order_id))
+    except StoreUnavailable as exc:
+        log.error("Firestore unavailable; queueing without a record", extra={"fields": {"error": exc.message}})
+        return _publish_unrecorded(alert, ident, req, deps)
+    if duplicate is not None:
+        return _answer_duplicate(duplicate, command, req, deps)
+    return _publish(command, ident.order_id, req, deps)
+
+
+# --- the request ------------------------------------------------------------------
+
+
+def _read_json(request: Any, limit: int) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"The body exceeds {limit // 1024} KiB.")
+    # TradingView sends text/plain unless the message is valid JSON: never trust the header.
+    data = request.stream.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"The body exceeds {limit // 1024} KiB.")
+    try:
+        payload = json.loads(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise BadRequest("The body is not valid JSON. Check the alert message in TradingView.") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("The body must be a JSON object.")
+    return payload
+
+
+def _authenticate(given: Any, secrets: list[str]) -> None:
+    if not secrets:
+        log.error("no webhook secret is configured: every alert is refused")
+    if not isinstance(given, str) or not given:
+        raise Unauthorized("Authentication failed.")
+    given_bytes = given.encode()
+    # Compare against every active secret (rotation) without stopping early.
+    matched = False
+    for secret in secrets:
+        matched |= hmac.compare_digest(given_bytes, secret.encode())
+    if not matched:
+        raise Unauthorized("Authentication failed.")
+
+
+def _check_limits(alert: Alert, settings: Settings, now: datetime) -> None:
+    if alert.action != "EXIT" and alert.lots > settings.max_lots_per_alert:
+        raise LimitExceeded(f"{alert.lots} lots is above the limit of {settings.max_lots_per_alert} per alert.")
+    allowed = settings.allowed_symbols
+    if allowed and alert.underlying not in allowed and alert.symbol not in allowed:
+        raise LimitExceeded(f"{alert.symbol} is not in the allowed symbols.")
+    if alert.time is not None:
+        age = (now - alert.time).total_seconds()
+        if age > settings.max_alert_age_seconds:
+            raise StaleAlert(f"The alert is {age:.0f} s old; the limit is {settings.max_alert_age_seconds} s.")
+        if -age > settings.max_alert_age_seconds:
+            raise StaleAlert(f"The alert time is {-age:.0f} s in the future. Check the 'time' field.")
+
+
+def _request_id(request: Any) -> str:
+    execution = request.headers.get("Function-Execution-Id")
+    trace = request.headers.get("X-Cloud-Trace-Context", "").split("/")[0]
+    return execution or trace or uuid.uuid4().hex[:16]
+
+
+def _source_ip(request: Any) -> str | None:
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    # Cloud Run appends the caller's address last; earlier entries are the client's own claims.
+    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+    return hops[-1] if hops else request.remote_addr
+
+
+# --- records --------------------------------------------------------------------
+
+
+def _order_record(alert: Alert, ident: Identity, req: _Request) -> OrderRecord:
+    now = req.received_at
+    return OrderRecord(
+        order_id=ident.order_id, status=OrderStatus.QUEUED, strategy=redact(alert.strategy, req.secrets),
+        action=alert.action, symbol=alert.symbol, lots=alert.lots, product=alert.product,
+        order_type=alert.order_type, dry_run=alert.dry_run, alert=redact(alert.order_fields(), req.secrets), idempotency_key=ident.key, key_source=ident.source,
+        recorded_by="webhook", source_ip=req.source_ip, request_id=req.request_id, alert_time=alert.time,
+        received_at=now, created_at=now, created_day=ist_day(now), updated_at=now,
+    )
+
+
+def _command(alert: Alert, ident: Identity, req: _Request, *, recorded: bool) -> OrderCommand:
+    return OrderCommand(
+        order_id=ident.order_id, idempotency_key=ident.key, key_source=ident.source, claims=list(ident.claims),
+        alert=alert.order_fields(), received_at=req.received_at, alert_time=alert.time,
+        request_id=req.request_id, source_ip=req.source_ip, recorded=recorded,
+    )
+
+
+def _audit(req: _Request, settings: Settings, outcome: str, status: int, *, order_id: str | None = None,
+           error: RouterError | None = None) -> AlertAudit:
+    alert = req.alert
+    return AlertAudit(
+        received_at=req.received_at, outcome=outcome, http_status=status, order_id=order_id,
+        reason=error.code if error else None, message=error.message if error else None,
+        errors=getattr(error, "errors", None),
+        strategy=alert.strategy if alert else None, symbol=alert.symbol if alert else None,
+        action=alert.action if alert else None, source_ip=req.source_ip, request_id=req.request_id,
+        payload=req.redacted_payload(),
+        unknown_fields=redact(alert.unknown_fields(), req.secrets) if alert and alert.unknown_fields() else None,
+        expire_at=req.received_at + timedelta(days=settings.alert_ttl_days),
+    )
+
+
+def _audit_rejection(req: _Request, deps: WebhookDeps, exc: RouterError, status: int) -> None:
+    if isinstance(exc, MethodNotAllowed):
+        return  # probes and scanners: nothing an alert trail needs
+    audit = _audit(req, deps.settings, "rejected" if status < 500 else "error", status, error=exc)
+    try:
+        deps.store().record_alert(audit)
+    except Exception:
+        log.warning("alert audit not written", exc_info=True)
+
+
+# --- outcomes -------------------------------------------------------------------
+
+
+def _publish(command: OrderCommand, order_id: str, req: _Request, deps: WebhookDeps) -> tuple[dict[str, Any], int]:
+    try:
+        message_id = deps.publisher.publish_json(deps.settings.orders_topic, command.model_dump(mode="json"),
+                                                 command.attributes())
+    except PublishFailed as exc:
+        # Recorded but not queued: a 503 makes TradingView re-send, and the re-send
+        # (a duplicate of an unpublished order) publishes it. See _answer_duplicate.
+        log.error("order recorded but not published", extra={"fields": {"alert": req.redacted_payload()}})
+        raise ServiceUnavailable("The order could not be queued; TradingView will retry.") from exc
+    deps.store().mark_published(order_id, message_id, deps.clock())
+    log.info("alert accepted", extra={"fields": {"message_id": message_id, "key_source": command.key_source}})
+    return {"status": "accepted", "order_id": order_id}, 200
+
+
+def _answer_duplicate(duplicate: Duplicate, command: OrderCommand, req: _Request,
+                      deps: WebhookDeps) -> tuple[dict[str, Any], int]:
+    record = duplicate.record
+    order_id = duplicate.order_id or command.order_id
+    orphaned = (record is not None and record.published_at is None and record.status == OrderStatus.QUEUED
+                and req.received_at - record.created_at > deps.republish_after)
+    if orphaned:
+        original = command.model_copy(update={"order_id": order_id, "idempotency_key": record.idempotency_key})
+        log.warning("re-publishing an order whose first publish failed")
+        return _publish(original, order_id, req, deps)
+    audit = _audit(req, deps.settings, "duplicate", 200, order_id=order_id)
+    deps.store().record_alert(audit)
+    log.info("duplicate alert", extra={"fields": {"winner": order_id}})
+    body: dict[str, Any] = {"status": "duplicate", "order_id": order_id}
+    if record is not None:
+        body["order_status"] = record.status
+    return body, 200
+
+
+def _publish_unrecorded(alert: Alert, ident: Identity, req: _Request,
+                        deps: WebhookDeps) -> tuple[dict[str, Any], int]:
+    """Firestore is down: queue anyway, flagged, so the worker records and dedupes it."""
+    command = _command(alert, ident, req, recorded=False)
+    try:
+        message_id = deps.publisher.publish_json(deps.settings.orders_topic, command.model_dump(mode="json"),
+                                                 command.attributes())
+    except PublishFailed:
+        # Last-resort record: the log line holds everything needed to place it by hand.
+        log.critical("alert LOST: neither Firestore nor Pub/Sub took it",
+                     extra={"fields": {"alert": req.redacted_payload(), "order_id": ident.order_id}})
+        raise ServiceUnavailable("The router is temporarily unavailable; TradingView will retry.") from None
+    log.warning("alert queued without a Firestore record",
+                extra={"fields": {"message_id": message_id, "alert": req.redacted_payload()}})
+    return {"status": "accepted", "order_id": ident.order_id, "recorded": False}, 200

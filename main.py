@@ -1,0 +1,34 @@
+"""Cloud Functions entry points: ``webhook``, ``order_worker``, ``scheduler``, ``auth``.
+
+Configuration is read here, once per instance, and handed down. Each
+function's dependencies are built on its first request (lazily, thread-safely),
+so an instance serving one function never builds another's clients.
+"""
+
+from __future__ import annotations
+
+import os
+
+import functions_framework
+
+from common.clients import Lazy
+from common.logs import configure
+from common.settings import Settings, load_settings
+from functions import runtime
+from functions import webhook as webhook_function
+
+
+def _load() -> Settings:
+    settings = load_settings(os.environ)
+    configure(settings.log_level)
+    return settings
+
+
+_settings = Lazy(_load)
+_webhook = Lazy(lambda: runtime.webhook_deps(_settings.get(), os.environ))
+
+
+@functions_framework.http
+def webhook(request):
+    """TradingView alert -> validated, deduped, recorded, queued. See functions/webhook.py."""
+    return webhook_function.serve(request, _webhook.get())

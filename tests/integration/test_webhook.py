@@ -1,0 +1,310 @@
+"""The webhook, specified by what TradingView sends and what it must get back.
+
+Real parts: functions-framework serving ``main.webhook``, the Firestore and
+Pub/Sub emulators. Each test asserts the HTTP answer, the Firestore documents
+and the messages on the orders topic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from common.records import ALERTS, DEDUPE, ORDERS
+from deploy.local.emulators import free_port
+from tests.conftest import render
+from tests.integration.conftest import OTHER_SECRET, SECRET, Clock, make_client
+
+pytestmark = pytest.mark.emulators
+
+
+def timenow(delta_seconds: float = 0) -> str:
+    """TradingView's {{timenow}}: UTC, to the second."""
+    moment = datetime.now(timezone.utc) + timedelta(seconds=delta_seconds)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_strategy = {"name": "nifty-orb"}
+
+
+@pytest.fixture(autouse=True)
+def unique_strategy():
+    """Each test trades its own strategy, so identical alerts from two tests never dedupe."""
+    _strategy["name"] = f"orb-{uuid.uuid4().hex[:8]}"
+
+
+def option_alert(strategy: str | None = None, **overrides) -> str:
+    """The golden option template, rendered; the strategy label made unique to the test."""
+    values = dict(secret=SECRET, strategy_order_action="buy", strategy_order_contracts="2",
+                  timenow=timenow(), strategy_order_id="Long", interval="5")
+    values.update(overrides)
+    return render("strategy_option_atm.json", **values).replace("nifty-orb", strategy or _strategy["name"])
+
+
+def post(client, body: str | bytes, content_type: str = "application/json", **headers):
+    return client.post("/", data=body, content_type=content_type, headers=headers)
+
+
+def order_docs(db, **where) -> list[dict]:
+    docs = [d.to_dict() for d in db.collection(ORDERS).stream()]
+    return [d for d in docs if all(d.get(k) == v for k, v in where.items())]
+
+
+def alert_docs(db, order_id=None) -> list[dict]:
+    docs = [d.to_dict() for d in db.collection(ALERTS).stream()]
+    return [d for d in docs if order_id is None or d.get("order_id") == order_id]
+
+
+# --- the happy path -----------------------------------------------------------
+
+
+def test_golden_option_alert_is_recorded_queued_and_published(client, firestore_db, topics):
+    answer = post(client, option_alert())
+
+    assert answer.status_code == 200
+    body = answer.get_json()
+    assert body["status"] == "accepted"
+    order_id = body["order_id"]
+    assert order_id.startswith("tv") and order_id.isalnum() and len(order_id) <= 30
+
+    doc = firestore_db.collection(ORDERS).document(order_id).get().to_dict()
+    assert doc["status"] == "QUEUED"
+    assert doc["action"] == "BUY" and doc["symbol"] == "NIFTY" and doc["lots"] == 2
+    assert doc["alert"]["expiry"] == "WEEKLY" and doc["alert"]["strike"] == "ATM"
+    assert doc["alert"]["option_type"] == "CE" and doc["strategy"] == _strategy["name"]
+    assert doc["key_source"] == "time" and doc["published_at"] is not None
+    assert isinstance(doc["created_at"], datetime) and doc["request_id"]
+    events = [e.to_dict() for e in firestore_db.collection(ORDERS).document(order_id).collection("events").stream()]
+    assert [e["to_status"] for e in events] == ["QUEUED"]
+
+    [message] = topics.pull(topics.orders)
+    assert message.attributes["order_id"] == order_id
+    assert message.attributes["idempotency_key"] == doc["idempotency_key"]
+    command = json.loads(message.data)
+    assert command["version"] == 1 and command["order_id"] == order_id and command["recorded"] is True
+    assert command["alert"]["symbol"] == "NIFTY" and "secret" not in command["alert"]
+
+    [audit] = alert_docs(firestore_db, order_id)
+    assert audit["outcome"] == "accepted" and audit["http_status"] == 200
+    assert audit["unknown_fields"] == {"comment": "Long on 5"}  # kept, not ignored
+    assert audit["payload"]["secret"] == "[REDACTED]"
+    assert audit["expire_at"] > audit["received_at"]
+
+
+def test_text_plain_body_is_accepted(client, topics):
+    answer = post(client, render("plain_text_message.txt", secret=SECRET, timenow=timenow()), "text/plain")
+    assert answer.status_code == 200 and answer.get_json()["status"] == "accepted"
+    assert len(topics.pull(topics.orders)) == 1
+
+
+@pytest.mark.parametrize("golden", ["continuous_future.json", "equity_limit.json", "exit_position.json",
+                                    "legacy_aliases.json"])
+def test_every_golden_template_is_accepted(client, topics, golden):
+    body = render(golden, secret=SECRET, timenow=timenow(), strategy_order_action="sell",
+                  ticker="BANKNIFTY1!", exchange="NSE_DL")
+    answer = post(client, body)
+    assert answer.status_code == 200, answer.get_json()
+    [message] = topics.pull(topics.orders)
+    assert json.loads(message.data)["order_id"] == answer.get_json()["order_id"]
+
+
+def test_rotated_secret_is_accepted_too(client):
+    assert post(client, option_alert(secret=OTHER_SECRET)).status_code == 200
+
+
+# --- refusals: never a 500, never published ----------------------------------
+
+
+def test_wrong_secret_is_401_and_nothing_is_published(client, firestore_db, topics):
+    answer = post(client, option_alert(secret="guess"))
+    assert answer.status_code == 401
+    assert answer.get_json() == {"status": "error", "error": "UNAUTHORIZED", "message": "Authentication failed."}
+    assert topics.pull(topics.orders) == []
+
+
+def test_missing_secret_is_401(client):
+    assert post(client, json.dumps({"action": "buy", "symbol": "NSE:SBIN-EQ"})).status_code == 401
+
+
+def test_oversized_body_is_413(client, topics):
+    huge = json.dumps({"secret": SECRET, "action": "buy", "symbol": "NSE:SBIN-EQ", "pad": "x" * 70_000})
+    assert post(client, huge).status_code == 413
+    assert topics.pull(topics.orders) == []
+
+
+@pytest.mark.parametrize("body", ["not json", "[1, 2]", "", "{\"secret\": "])
+def test_non_json_is_400(client, body):
+    answer = post(client, body, "text/plain")
+    assert answer.status_code == 400 and answer.get_json()["error"] == "BAD_REQUEST"
+
+
+def test_get_is_405(client):
+    assert client.get("/").status_code == 405
+
+
+def test_invalid_fields_are_400_listing_each_field(client, firestore_db, topics):
+    body = json.dumps({"secret": SECRET, "action": "hold", "symbol": "NIFTY", "strike": "ATMX",
+                       "optionType": "XE", "lots": 0, "orderType": "ICEBERG"})
+    answer = post(client, body)
+    assert answer.status_code == 400
+    fields = {e["field"] for e in answer.get_json()["errors"]}
+    assert {"action", "strike", "optionType", "lots", "orderType"} <= fields
+    assert SECRET not in answer.get_data(as_text=True)
+    assert topics.pull(topics.orders) == []
+    rejected = [a for a in alert_docs(firestore_db) if a.get("reason") == "VALIDATION_FAILED"]
+    assert rejected and rejected[-1]["payload"]["secret"] == "[REDACTED]"
+
+
+def test_index_without_option_fields_is_400_with_a_hint(client):
+    answer = post(client, json.dumps({"secret": SECRET, "action": "buy", "symbol": "NIFTY"}))
+    assert answer.status_code == 400
+    assert "NIFTY1!" in answer.get_json()["errors"][0]["message"]
+
+
+def test_stale_alert_is_refused(client, topics):
+    answer = post(client, option_alert(timenow=timenow(-120)))
+    assert answer.status_code == 400 and answer.get_json()["error"] == "STALE_ALERT"
+    assert topics.pull(topics.orders) == []
+
+
+def test_too_many_lots_is_refused(client, webhook_env):
+    answer = post(client, option_alert(strategy_order_contracts="11"))  # default limit: 10
+    assert answer.status_code == 400 and answer.get_json()["error"] == "LIMIT_EXCEEDED"
+
+
+def test_symbol_outside_the_allow_list_is_refused(deps_factory):
+    client = make_client(deps_factory(ALLOWED_SYMBOLS="BANKNIFTY,NSE:SBIN-EQ"))
+    assert post(client, option_alert()).get_json()["error"] == "LIMIT_EXCEEDED"
+    body = render("equity_limit.json", secret=SECRET, timenow=timenow())
+    assert post(client, body).status_code == 200
+
+
+def test_source_ip_allow_list_honours_cloud_run_forwarding(deps_factory):
+    client = make_client(deps_factory(ALLOWED_SOURCE_IPS="tradingview"))
+    spoofed = post(client, option_alert(), **{"X-Forwarded-For": "52.89.214.238, 203.0.113.9"})
+    assert spoofed.status_code == 403
+    genuine = post(client, option_alert(), **{"X-Forwarded-For": "203.0.113.9, 52.89.214.238"})
+    assert genuine.status_code == 200
+
+
+# --- dedupe -------------------------------------------------------------------
+
+
+def test_duplicate_storm_50_concurrent_alerts_make_one_order(client, firestore_db, topics):
+    body = option_alert()
+    answers: list = []
+    lock = threading.Lock()
+    start = threading.Barrier(50)
+
+    def send() -> None:
+        start.wait()
+        answer = post(client.application.test_client(), body)
+        with lock:
+            answers.append((answer.status_code, answer.get_json()))
+
+    threads = [threading.Thread(target=send) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert all(status == 200 for status, _ in answers)
+    statuses = sorted(b["status"] for _, b in answers)
+    assert statuses.count("accepted") == 1 and statuses.count("duplicate") == 49
+    order_ids = {b["order_id"] for _, b in answers}
+    assert len(order_ids) == 1
+    assert len(order_docs(firestore_db, order_id=order_ids.pop())) == 1
+    assert len(topics.pull(topics.orders)) == 1
+
+
+def test_tradingview_retry_pattern_without_time_makes_one_order(deps_factory, firestore_db, topics):
+    """4 deliveries over 20 s, straddling a dedupe-window boundary (no {{timenow}} in the alert)."""
+    clock = Clock(datetime(2026, 11, 23, 4, 0, 50, tzinfo=timezone.utc))  # 10 s before a 60 s bucket edge
+    client = make_client(deps_factory(clock=clock))
+    body = json.dumps({"secret": SECRET, "action": "buy", "symbol": "NSE:SBIN-EQ", "lots": 3, "strategy": "retry-test"})
+    answers = []
+    for _ in range(4):
+        answers.append(post(client, body).get_json())
+        clock.advance(6.5)
+    assert [a["status"] for a in answers] == ["accepted", "duplicate", "duplicate", "duplicate"]
+    assert len({a["order_id"] for a in answers}) == 1
+    assert len(topics.pull(topics.orders)) == 1
+
+
+def test_idempotency_key_header_dedupes_different_bodies(client, topics):
+    first = post(client, option_alert(), **{"Idempotency-Key": "signal-42"})
+    second = post(client, option_alert(strategy_order_contracts="3"), **{"Idempotency-Key": "signal-42"})
+    assert first.get_json()["status"] == "accepted"
+    assert second.get_json() == {"status": "duplicate", "order_id": first.get_json()["order_id"],
+                                 "order_status": "QUEUED"}
+    assert len(topics.pull(topics.orders)) == 1
+
+
+def test_distinct_triggers_are_distinct_orders(client, topics):
+    first = post(client, option_alert(timenow=timenow(-5))).get_json()
+    second = post(client, option_alert(timenow=timenow())).get_json()
+    assert first["status"] == second["status"] == "accepted"
+    assert first["order_id"] != second["order_id"]
+
+
+# --- failure paths ------------------------------------------------------------
+
+
+def test_firestore_down_still_publishes_flagged_for_the_worker(deps_factory, topics):
+    client = make_client(deps_factory(firestore_host=f"127.0.0.1:{free_port()}"))
+    answer = post(client, option_alert())
+    assert answer.status_code == 200
+    assert answer.get_json()["recorded"] is False
+    [message] = topics.pull(topics.orders)
+    assert message.attributes["recorded"] == "0" and json.loads(message.data)["recorded"] is False
+
+
+def test_firestore_and_pubsub_down_is_503_with_a_last_resort_log(deps_factory, topics, caplog):
+    dead = f"127.0.0.1:{free_port()}"
+    client = make_client(deps_factory(firestore_host=dead, pubsub_host=dead))
+    with caplog.at_level(logging.INFO):
+        answer = post(client, option_alert())
+    assert answer.status_code == 503
+    assert "Traceback" not in answer.get_data(as_text=True)
+    [lost] = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert lost.fields["alert"]["symbol"] == "NIFTY" and lost.fields["alert"]["secret"] == "[REDACTED]"
+
+
+def test_publish_failure_is_503_and_the_retry_publishes_it(deps_factory, firestore_db, topics):
+    clock = Clock()
+    dead_pubsub = make_client(deps_factory(clock=clock, pubsub_host=f"127.0.0.1:{free_port()}"))
+    body = option_alert(timenow=clock.now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    assert post(dead_pubsub, body).status_code == 503
+
+    clock.advance(5)  # TradingView re-sends 5 s after a 5xx
+    healthy = make_client(deps_factory(clock=clock))
+    answer = post(healthy, body)
+    assert answer.status_code == 200 and answer.get_json()["status"] == "accepted"
+    assert len(topics.pull(topics.orders)) == 1
+    assert post(healthy, body).get_json()["status"] == "duplicate"  # now published: a plain duplicate
+
+
+# --- secrets never leak -------------------------------------------------------
+
+
+def test_the_secret_never_appears_in_logs_answers_or_documents(client, firestore_db, topics, capfd, caplog):
+    caplog.set_level(logging.DEBUG)
+    answers = [
+        post(client, option_alert()),
+        post(client, option_alert()),  # duplicate
+        post(client, json.dumps({"secret": SECRET, "action": "nope", "symbol": SECRET})),  # invalid
+        post(client, option_alert(secret=SECRET + "x")),  # wrong secret containing the real one
+        post(client, json.dumps({"token": SECRET, "action": "buy", "symbol": "NSE:SBIN-EQ", "lots": 999})),
+    ]
+    texts = [a.get_data(as_text=True) for a in answers]
+    out, err = capfd.readouterr()
+    documents = [json.dumps(d.to_dict(), default=str) for c in (ORDERS, ALERTS, DEDUPE)
+                 for d in firestore_db.collection(c).stream()]
+    messages = [m.data.decode() for m in topics.pull(topics.orders)]
+    for text in texts + [out, err, caplog.text] + documents + messages:
+        assert SECRET not in text
