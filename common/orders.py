@@ -29,6 +29,15 @@ class Duplicate:
     record: OrderRecord | None
 
 
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of trying to take an order: claimed, terminal, leased or missing."""
+
+    outcome: str
+    record: OrderRecord | None
+    previous: OrderStatus | None = None
+
+
 class OrderStore:
     """Reads and writes ``orders``, their ``events``, ``dedupe_keys`` and ``alerts``."""
 
@@ -103,6 +112,80 @@ class OrderStore:
             from common.logs import get_logger
 
             get_logger(__name__).warning("published_at not written", exc_info=True)
+
+    # --- the worker's state machine ---
+
+    def claim(self, order_id: str, *, worker_id: str, now: datetime, lease: timedelta) -> Claim:
+        """Take the order for placing, in a transaction.
+
+        Allowed: QUEUED -> PLACING, or PLACING/UNKNOWN whose lease has expired -> PLACING
+        (a worker died mid-way; the caller must check the broker's book before placing
+        again). Terminal orders and live leases are left alone. No side effects here:
+        the transaction may run several times.
+        """
+        from google.cloud import firestore
+
+        ref = self._db.collection(ORDERS).document(order_id)
+
+        @firestore.transactional
+        def attempt(transaction: Any) -> Claim:
+            snap = ref.get(transaction=transaction)
+            if not snap.exists:
+                return Claim("missing", None)
+            record = OrderRecord.model_validate(snap.to_dict())
+            status = OrderStatus(record.status)
+            if status.terminal:
+                return Claim("terminal", record)
+            live_lease = record.lease_until is not None and record.lease_until > now
+            if status != OrderStatus.QUEUED and live_lease:
+                return Claim("leased", record)
+            update = {"status": OrderStatus.PLACING.value, "attempts": record.attempts + 1,
+                      "lease_until": now + lease, "worker_id": worker_id, "updated_at": now}
+            transaction.update(ref, update)
+            transaction.set(ref.collection(EVENTS).document(_event_id(now)), OrderEvent(
+                at=now, from_status=status.value, to_status=OrderStatus.PLACING.value, by=worker_id,
+                reason="CLAIMED" if status == OrderStatus.QUEUED else "LEASE_EXPIRED",
+                message=f"attempt {record.attempts + 1}").to_firestore())
+            claimed = record.model_copy(update={**update, "status": OrderStatus.PLACING})
+            return Claim("claimed", claimed, previous=status)
+
+        return attempt(self._db.transaction())
+
+    def transition(self, order_id: str, to: OrderStatus, *, now: datetime, by: str,
+                   from_status: OrderStatus | None = None, reason: str | None = None,
+                   message: str | None = None, fields: dict[str, Any] | None = None, broker_code: int | None = None,
+                   broker_message: str | None = None, latency_ms: float | None = None) -> None:
+        """Move the order to ``to`` with its fields, and append the event (one atomic batch)."""
+        ref = self._db.collection(ORDERS).document(order_id)
+        update: dict[str, Any] = {**(fields or {}), "status": to.value, "updated_at": now}
+        if reason is not None:
+            update["reason"] = reason
+        if message is not None:
+            update["message"] = message
+        batch = self._db.batch()
+        batch.update(ref, update)
+        batch.set(ref.collection(EVENTS).document(_event_id(now)), OrderEvent(
+            at=now, from_status=from_status.value if from_status else None, to_status=to.value, reason=reason, message=message, broker_code=broker_code,
+            broker_message=broker_message, latency_ms=latency_ms, by=by).to_firestore())
+        batch.commit(timeout=self._timeout)
+
+    def update_fields(self, order_id: str, fields: dict[str, Any], *, now: datetime) -> None:
+        """Record facts on the order without changing its status (LTP, contract, fills)."""
+        self._db.collection(ORDERS).document(order_id).update({**fields, "updated_at": now}, timeout=self._timeout)
+
+    def add_event(self, order_id: str, event: OrderEvent) -> None:
+        """Append an event without changing the order (a look-up, a wait, a note)."""
+        ref = self._db.collection(ORDERS).document(order_id).collection(EVENTS).document(_event_id(event.at))
+        ref.set(event.to_firestore(), timeout=self._timeout)
+
+    def orders_of_day(self, day: str, statuses: list[OrderStatus] | None = None) -> list[OrderRecord]:
+        """Orders created on an IST day (``YYYY-MM-DD``), optionally only in some statuses."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = self._db.collection(ORDERS).where(filter=FieldFilter("created_day", "==", day))
+        if statuses:
+            query = query.where(filter=FieldFilter("status", "in", [s.value for s in statuses]))
+        return [OrderRecord.model_validate(d.to_dict()) for d in query.stream(timeout=self._timeout)]
 
     # --- reads ---
 
