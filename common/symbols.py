@@ -26,6 +26,7 @@ import math
 import os
 import pickle
 import sys
+import zlib
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -85,7 +86,7 @@ _EXPIRY_WORDS = {
 
 # Index of each field in the per-ticker row tuple.
 _UND, _EXCH, _KIND, _LOT, _TICK, _EXPIRY, _STRIKE = range(7)
-_FORMAT_MAGIC = b"FYSYMIDX1\n"
+_FORMAT_MAGIC = b"FYSYMIDX2\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,11 +352,12 @@ class SymbolMaster:
         return cls.from_csv(*(Path(path) for path in paths))
 
     def to_bytes(self) -> bytes:
-        """The index as bytes (a pickle of builtin containers only), for :meth:`from_bytes`."""
+        """The index as bytes for :meth:`from_bytes`: a format tag, then a zlib-compressed
+        pickle of builtin containers only (about 0.5 MB for a 75,000-row master)."""
         chains = {key: chain.to_plain() for key, chain in self._chains.items()}
         stats = (self.stats.rows, self.stats.malformed, self.stats.duplicates)
         payload = (self._rows, chains, self._cash, stats, self.data_date)
-        return _FORMAT_MAGIC + pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+        return _FORMAT_MAGIC + zlib.compress(pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL), 6)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SymbolMaster:
@@ -363,9 +365,8 @@ class SymbolMaster:
         if not data.startswith(_FORMAT_MAGIC):
             raise MasterUnavailable("The stored symbol index has an unknown format; rebuild it.")
         try:
-            rows, chains, cash, stats, data_date = _PlainUnpickler(
-                io.BytesIO(memoryview(data)[len(_FORMAT_MAGIC):])
-            ).load()
+            raw = zlib.decompress(memoryview(data)[len(_FORMAT_MAGIC) :])
+            rows, chains, cash, stats, data_date = _PlainUnpickler(io.BytesIO(raw)).load()
             return cls(
                 rows,
                 {key: _Chain(key[1], *plain) for key, plain in chains.items()},
@@ -473,9 +474,10 @@ class SymbolMaster:
         Options (``option_type`` CE/PE) need an expiry and a strike selector:
 
         * expiry ``WEEKLY``: the nearest option expiry on or after ``today``;
-          ``MONTHLY``: the nearest one that is the last listed expiry of its calendar
-          month; ``NEXT_WEEKLY``/``NEXT_MONTHLY``: the one after; a date: exactly that
-          IST date. On an expiry day the expiring contract is chosen.
+          ``MONTHLY``: the nearest monthly contract (the last expiry of its calendar
+          month, see :func:`_monthly_expiries`); ``NEXT_WEEKLY``/``NEXT_MONTHLY``: the
+          one after; a date: exactly that IST date. On an expiry day the expiring
+          contract is chosen.
         * strike ``PRICE``: must be listed; ``ATM``: the listed strike nearest the
           underlying's price (a tie goes to the lower strike); ``ATM±N``: N rungs up
           or down the listed ladder; ``ITMn``/``OTMn``: N rungs from ATM into or out
@@ -644,7 +646,8 @@ class SymbolMaster:
 
     def _close_tickers(self, ticker: str) -> list[str]:
         # Neighbours in sort order share the exchange and underlying prefix; difflib
-        # over that window is cheap, unlike over the whole master.
+        # over that window is cheap, unlike over the whole master. Built on the first
+        # miss; a concurrent first miss just builds the same list twice.
         if self._sorted_tickers is None:
             self._sorted_tickers = sorted(self._rows)
         tickers = self._sorted_tickers
@@ -669,7 +672,7 @@ def _contract(ticker: str, row: tuple) -> Contract:
 
 
 def _split_underlying(underlying: str) -> tuple[str | None, str]:
-    """"NSE:NIFTY" -> ("NSE", "NIFTY"); "nifty" -> (None, "NIFTY")."""
+    """Split an optional exchange prefix: ``NSE:NIFTY`` -> ("NSE", "NIFTY"); ``nifty`` -> (None, "NIFTY")."""
     text = underlying.strip().upper()
     exchange, sep, name = text.partition(":")
     return (exchange, name) if sep else (None, text)

@@ -174,7 +174,7 @@ def expiry_epoch(expiry: date) -> int:
 def derivative_ticker(
     exchange: str, underlying: str, expiry: date, monthly: bool, strike: float | None, option_type: str
 ) -> str:
-    """``NSE:NIFTY26NOVFUT``, ``NSE:NIFTY26NOV24500CE`` (monthly) or ``NSE:NIFTY2612124500CE`` (weekly)."""
+    """``NSE:NIFTY26NOVFUT``, ``NSE:NIFTY26NOV24500CE`` (monthly) or ``NSE:NIFTY26D0124500CE`` (weekly)."""
     year = f"{expiry.year % 100:02d}"
     if strike is None:
         return f"{exchange}:{underlying}{year}{_MONTHS[expiry.month - 1]}FUT"
@@ -187,10 +187,11 @@ def derivative_ticker(
 
 def _description(exchange: str, underlying: str, expiry: date, strike: float | None, option_type: str) -> str:
     # NSE: "NIFTY 04 Aug 26 28600 CE"; BSE: "SENSEX 25 Oct 16 87300 CE" (YY Mon DD).
+    month = _MONTHS[expiry.month - 1].title()
     if exchange == "BSE":
-        when = f"{expiry.year % 100:02d} {expiry.strftime('%b')} {expiry.day:02d}"
+        when = f"{expiry.year % 100:02d} {month} {expiry.day:02d}"
     else:
-        when = f"{expiry.day:02d} {expiry.strftime('%b')} {expiry.year % 100:02d}"
+        when = f"{expiry.day:02d} {month} {expiry.year % 100:02d}"
     tail = "FUT" if strike is None else f"{format_strike(strike)} {option_type}"
     return f"{underlying} {when} {tail}"
 

@@ -14,6 +14,7 @@ was worked out by hand from the calendar:
 from __future__ import annotations
 
 import pickle
+import zlib
 from datetime import date
 from pathlib import Path
 
@@ -320,6 +321,10 @@ class TestParsing:
 
 
 class TestSerialisedIndex:
+    def test_an_index_from_an_older_format_is_refused(self, sample):
+        with pytest.raises(MasterUnavailable, match="unknown format"):
+            SymbolMaster.from_bytes(b"FYSYMIDX1\n" + sample.to_bytes()[10:])
+
     def test_round_trip(self, sample):
         copy = SymbolMaster.from_bytes(sample.to_bytes())
         assert copy.stats == sample.stats and copy.data_date == sample.data_date and len(copy) == len(sample)
@@ -332,7 +337,9 @@ class TestSerialisedIndex:
         with pytest.raises(MasterUnavailable, match="unknown format"):
             SymbolMaster.from_bytes(b"not an index")
         with pytest.raises(MasterUnavailable, match="corrupt"):
-            SymbolMaster.from_bytes(b"FYSYMIDX1\n" + b"\x80\x05truncated")
+            SymbolMaster.from_bytes(b"FYSYMIDX2\n" + b"not zlib")
+        with pytest.raises(MasterUnavailable, match="corrupt"):
+            SymbolMaster.from_bytes(b"FYSYMIDX2\n" + zlib.compress(b"\x80\x05truncated"))
 
     def test_an_index_that_would_run_code_is_refused(self):
         class Exploit:
@@ -340,7 +347,7 @@ class TestSerialisedIndex:
                 return (print, ("pwned",))
 
         with pytest.raises(MasterUnavailable, match="corrupt"):
-            SymbolMaster.from_bytes(b"FYSYMIDX1\n" + pickle.dumps(Exploit()))
+            SymbolMaster.from_bytes(b"FYSYMIDX2\n" + zlib.compress(pickle.dumps(Exploit())))
 
 
 # --- generated masters around injected dates ------------------------------------------------
