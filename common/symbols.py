@@ -210,8 +210,12 @@ class _Builder:
         intern = sys.intern
         for line in lines:
             parts = line.rstrip("\r\n").split(",")
-            if len(parts) != _COLUMNS:
-                if len(parts) > 1 or parts[0].strip():
+            if len(parts) > _COLUMNS:
+                # The file is unquoted: extra commas can only sit in the free-text
+                # description (column 2); the 19 columns after it are fixed.
+                parts[1:-19] = [",".join(parts[1:-19])]
+            elif len(parts) != _COLUMNS:
+                if len(parts) > 1 or parts[0].strip():  # a blank line is not a row
                     self.malformed += 1
                 continue
             ticker = parts[9]

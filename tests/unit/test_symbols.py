@@ -291,6 +291,12 @@ class TestParsing:
         assert master.stats == LoadStats(rows=1, malformed=2, duplicates=1)
         assert master.lookup("NSE:BANKNIFTY26AUGFUT").lot_size == 30
 
+    def test_a_comma_in_the_description_is_not_a_broken_row(self):
+        row = OTHER_SAMPLE.read_text().splitlines()[4].replace("AMARA RAJA ENERGY", "AMARA RAJA, ENERGY")
+        master = SymbolMaster.from_csv(row)
+        assert master.stats == LoadStats(rows=1, malformed=0, duplicates=0)
+        assert master.lookup("NSE:ARE&M-EQ").underlying == "ARE&M"
+
     def test_sources_may_be_text_bytes_paths_or_lines(self):
         text = OTHER_SAMPLE.read_text()
         for source in (text, text.encode(), OTHER_SAMPLE, text.splitlines(keepends=True)):
