@@ -32,3 +32,14 @@ _webhook = Lazy(lambda: runtime.webhook_deps(_settings.get(), os.environ))
 def webhook(request):
     """TradingView alert -> validated, deduped, recorded, queued. See functions/webhook.py."""
     return webhook_function.serve(request, _webhook.get())
+
+
+_auth = Lazy(lambda: runtime.auth_deps(_settings.get(), os.environ))
+
+
+@functions_framework.http
+def auth(request):
+    """The daily Fyers login: /login -> Fyers -> /callback, and / for the session state. See functions/auth.py."""
+    from functions import auth as auth_function
+
+    return auth_function.serve(request, _auth.get())

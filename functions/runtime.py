@@ -32,3 +32,18 @@ def webhook_deps(settings: Settings, environ: Mapping[str, str]) -> WebhookDeps:
 
 def _split(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def auth_deps(settings: Settings, environ: Mapping[str, str]) -> "AuthDeps":
+    """The auth function's parts: the configured secret store (it writes the day's token),
+    Firestore, and the notifier. Imported here, not at the top, to keep them off the
+    webhook's cold start."""
+    from common.notify import Notifier
+    from common.secrets import make_secret_store
+    from functions.auth import AuthDeps
+
+    secrets = make_secret_store(settings, environ)
+    db = Lazy(lambda: firestore_client(settings.project))
+    publisher = Publisher(settings.project, timeout=settings.publish_timeout)
+    return AuthDeps(settings=settings, secrets=secrets, db=db.get,
+                    notifier=Notifier(settings, publisher.publish, secrets))
