@@ -186,6 +186,9 @@ class Alert(BaseModel):
             raise ValueError("price and triggerPrice are required for an SL (stop-limit) order")
         if self.order_type == "SL-M" and self.trigger_price is None:
             raise ValueError("triggerPrice is required for an SL-M order")
+        if (self.sl is not None or self.tp is not None) and self.product not in ("CO", "BO"):
+            # Fyers has no broker-side stop on plain orders: refusing beats silently not protecting.
+            raise ValueError("sl/tp need product BO (sl and tp) or CO (sl): Fyers holds stops only on those")
         if self.product == "BO" and (self.sl is None or self.tp is None):
             raise ValueError("sl and tp are required for a bracket order (BO)")
         if self.product == "CO" and self.sl is None:

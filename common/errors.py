@@ -182,10 +182,31 @@ class MasterUnavailable(RouterError):
     http_status = 503
 
 
+class MasterDownloadFailed(RouterError):
+    """A symbol master could not be downloaded (connection, HTTP error, timeout); retry later."""
+
+    code = "MASTER_DOWNLOAD_FAILED"
+    http_status = 503
+
+
+class MasterInvalid(RouterError):
+    """A downloaded symbol master failed validation; the previous version stays current."""
+
+    code = "MASTER_INVALID"
+    http_status = 502
+
+
 class InvalidPriceLevel(RouterError):
     """A computed or supplied price level is zero or on the wrong side of the price."""
 
     code = "INVALID_PRICE_LEVEL"
+    http_status = 400
+
+
+class NoPosition(RouterError):
+    """There is no position to exit or cover."""
+
+    code = "NO_POSITION"
     http_status = 400
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from common.errors import StoreUnavailable
 from common.idempotency import claim_doc_id
-from common.records import ALERTS, DEDUPE, EVENTS, ORDERS, AlertAudit, DedupeClaim, OrderEvent, OrderRecord
+from common.records import ALERTS, DEDUPE, EVENTS, ORDERS, AlertAudit, DedupeClaim, OrderEvent, OrderRecord, OrderStatus
 
 DEDUPE_TTL = timedelta(days=3)
 
@@ -186,6 +186,22 @@ class OrderStore:
         if statuses:
             query = query.where(filter=FieldFilter("status", "in", [s.value for s in statuses]))
         return [OrderRecord.model_validate(d.to_dict()) for d in query.stream(timeout=self._timeout)]
+
+    def count_day(self, day: str, statuses: list[OrderStatus]) -> int:
+        """How many of an IST day's orders are in these statuses (an aggregation: no documents read)."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = (self._db.collection(ORDERS).where(filter=FieldFilter("created_day", "==", day))
+                 .where(filter=FieldFilter("status", "in", [s.value for s in statuses])))
+        return int(query.count().get(timeout=self._timeout)[0][0].value)
+
+    def record_bad_message(self, message_id: str | None, attributes: dict[str, str], error: str, now: datetime) -> None:
+        """Keep a trace of a Pub/Sub message that could not be decoded (in ``alerts``, with its TTL)."""
+        audit = AlertAudit(received_at=now, outcome="error", http_status=0, reason="BAD_MESSAGE",
+                           message=f"Order message {message_id} could not be decoded ({error}).",
+                           order_id=attributes.get("order_id"), request_id=message_id,
+                           expire_at=now + timedelta(days=30))
+        self.record_alert(audit)
 
     # --- reads ---
 

@@ -147,6 +147,11 @@ class FyersBroker:
         orders = [BrokerOrder.from_fyers(r) for r in rows if isinstance(r, dict)]
         return [o for o in orders if o.tag == tag]  # do not trust the server-side filter alone
 
+    def orders(self) -> list[BrokerOrder]:
+        """Today's whole order book (for untagged CO/BO orders, matched by symbol, side and quantity)."""
+        rows = self._call("order book", "orderbook").get("orderBook") or []
+        return [BrokerOrder.from_fyers(r) for r in rows if isinstance(r, dict)]
+
     def positions(self) -> list[Position]:
         rows = self._call("positions", "positions").get("netPositions") or []
         return [Position.from_fyers(r) for r in rows if isinstance(r, dict)]

@@ -356,6 +356,16 @@ def test_orders_by_tag_strips_the_prefix_and_ignores_other_orders(broker, sim):
     assert len(untagged) == 1
 
 
+def test_the_whole_book_lists_untagged_orders_too(broker, sim):
+    tagged = broker.place_order(market(tag="strat9"))
+    untagged = broker.place_order(market(tag=None, side=-1))
+
+    book = {o.id: o for o in broker.orders()}
+
+    assert book[tagged.order_id].tag == "strat9"
+    assert book[untagged.order_id].tag is None and book[untagged.order_id].side == -1
+
+
 def test_quotes_are_matched_by_name_not_position(broker, sim):
     sim.set_price(FUT, 24510.3)
     sim.set_price(EQ, 812.45)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import flask
 import pytest
@@ -38,12 +38,18 @@ def client(webhook_env: dict[str, str]) -> flask.testing.FlaskClient:
 
 
 class Clock:
-    """A settable clock for scenarios that span seconds (retries) without sleeping."""
+    """A settable clock for scenarios that span seconds (retries) without sleeping.
+
+    Each reading ticks a millisecond, so events recorded in one scenario keep their order.
+    """
 
     def __init__(self, start: datetime | None = None) -> None:
         self.now = start or datetime.now(timezone.utc)
 
     def __call__(self) -> datetime:
+        from datetime import timedelta
+
+        self.now += timedelta(milliseconds=1)
         return self.now
 
     def advance(self, seconds: float) -> None:
@@ -91,3 +97,118 @@ def _client_on(host: str | None, variable: str, factory: Callable[[], Any]) -> A
         return factory()
     finally:
         os.environ[variable] = saved
+
+
+# --- the order worker against the simulator -------------------------------------------
+
+import base64  # noqa: E402
+import itertools  # noqa: E402
+import uuid  # noqa: E402
+from datetime import date, timedelta  # noqa: E402
+
+from common.breaker import CircuitBreaker  # noqa: E402
+from common.controls import ControlsReader  # noqa: E402
+from common.notify import Notifier  # noqa: E402
+from common.ratelimit import SlidingWindowLimiter  # noqa: E402
+from common.secrets import InMemorySecretStore  # noqa: E402
+from common.symbols import SymbolMaster  # noqa: E402
+from deploy.local.fyers_simulator import FyersSimulator  # noqa: E402
+from deploy.local.mastergen import generate_masters  # noqa: E402
+from functions.order_worker import WorkerDeps  # noqa: E402
+
+IST = timezone(timedelta(hours=5, minutes=30))
+TODAY = date(2026, 11, 23)  # a Monday; NIFTY's weekly expiry on the 24th is also the monthly
+MARKET_NOW = datetime(2026, 11, 23, 10, 0, tzinfo=IST)
+APP_ID = "ROUTERAPP1-100"
+APP_SECRET = "router-app-secret-5e6f"
+NIFTY_SPOT = 24512.0  # ATM 24500
+
+
+@pytest.fixture(scope="session")
+def masters() -> dict[str, str]:
+    return generate_masters(TODAY)
+
+
+@pytest.fixture(scope="session")
+def symbol_master(masters: dict[str, str]) -> SymbolMaster:
+    return SymbolMaster.from_csv(*masters.values())
+
+
+@pytest.fixture(scope="session")
+def sim_session(masters: dict[str, str]) -> Iterator[FyersSimulator]:
+    simulator = FyersSimulator(masters=list(masters.values()), apps={APP_ID: APP_SECRET},
+                               clock=lambda: MARKET_NOW, auto_approve=True,
+                               rate_per_second=10_000, rate_per_minute=100_000).start()
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture
+def sim(sim_session: FyersSimulator) -> FyersSimulator:
+    """The simulator, reset, with the NIFTY index priced for a known ATM."""
+    sim_session.reset()
+    sim_session.set_price("NSE:NIFTY50-INDEX", NIFTY_SPOT)
+    return sim_session
+
+
+class TokenBox:
+    """The access token as the secret store would hand it out."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.invalidations = 0
+
+    def get(self) -> str:
+        return self.token
+
+    def invalidate(self) -> None:
+        self.invalidations += 1
+
+
+@pytest.fixture
+def worker_factory(emulators, clean_firestore, topics, sim, symbol_master, gcp_project):
+    """Build ``WorkerDeps`` on the emulators and the simulator; tests tweak what they need."""
+    from common.broker import FyersBroker
+
+    def build(*, clock: Clock | None = None, read_timeout: float = 1.0, **overrides: str) -> WorkerDeps:
+        env = {**os.environ, **topics.env(), "ENFORCE_MARKET_HOURS": "true", **overrides}
+        settings = load_settings(env)
+        clock = clock or Clock(MARKET_NOW)
+        db = firestore_client(gcp_project)
+        tokens = TokenBox(sim.mint_token(APP_ID))
+        broker = FyersBroker(APP_ID, tokens.get, api_base=sim.api_base, data_base=sim.data_base,
+                             connect_timeout=0.5, read_timeout=read_timeout)
+        publisher = Publisher(gcp_project, timeout=5)
+        notifier = Notifier(settings, publisher.publish, InMemorySecretStore())
+        needs_login: list[str] = []
+        deps = WorkerDeps(
+            settings=settings, store=OrderStore(db, timeout=5),
+            controls=ControlsReader(db, ttl=0, timeout=5),
+            breaker=CircuitBreaker(db, threshold=settings.breaker_threshold,
+                                   cooldown=timedelta(seconds=settings.breaker_cooldown_seconds), timeout=5),
+            master=lambda: symbol_master, broker=broker, invalidate_token=tokens.invalidate,
+            needs_login=lambda reason, now: needs_login.append(reason), notify=notifier.send,
+            limiter=SlidingWindowLimiter(settings.orders_per_second, settings.orders_per_minute),
+            worker_id=f"worker-{uuid.uuid4().hex[:6]}", clock=clock, sleep=lambda s: clock.advance(s),
+            read_back_delay=0.0, recheck_delay=0.0)
+        deps.tokens = tokens  # type: ignore[attr-defined]  # for assertions
+        deps.needs_login_calls = needs_login  # type: ignore[attr-defined]
+        return deps
+
+    return build
+
+
+_message_ids = itertools.count(1)
+
+
+def cloud_event(message: Any) -> Any:
+    """The CloudEvent functions-framework builds from a Pub/Sub push of ``message``."""
+    from cloudevents.http import CloudEvent
+
+    data = message.data if isinstance(message.data, bytes) else message.data.encode()
+    attributes = dict(message.attributes) if hasattr(message, "attributes") else {}
+    msg_id = getattr(message, "message_id", "") or str(next(_message_ids))
+    return CloudEvent({"type": "google.cloud.pubsub.topic.v1.messagePublished",
+                       "source": "//pubsub.googleapis.com/projects/p/topics/orders", "id": msg_id},
+                      {"message": {"data": base64.b64encode(data).decode(), "attributes": attributes,
+                                   "messageId": msg_id}})
