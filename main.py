@@ -43,3 +43,17 @@ def auth(request):
     from functions import auth as auth_function
 
     return auth_function.serve(request, _auth.get())
+
+
+_worker = Lazy(lambda: runtime.worker_deps(_settings.get(), os.environ))
+
+
+@functions_framework.cloud_event
+def order_worker(cloud_event):
+    """Order command in, one Fyers order out. See functions/order_worker.py.
+
+    Raising (a retryable failure, order released to QUEUED) makes Pub/Sub redeliver.
+    """
+    from functions import order_worker as worker_function
+
+    worker_function.handle(cloud_event, _worker.get())

@@ -47,3 +47,46 @@ def auth_deps(settings: Settings, environ: Mapping[str, str]) -> "AuthDeps":
     publisher = Publisher(settings.project, timeout=settings.publish_timeout)
     return AuthDeps(settings=settings, secrets=secrets, db=db.get,
                     notifier=Notifier(settings, publisher.publish, secrets))
+
+
+# The worker has no 3-second caller waiting on it: Firestore may take its time.
+_WORKER_STORE_TIMEOUT = 10.0
+
+
+def worker_deps(settings: Settings, environ: Mapping[str, str]) -> "WorkerDeps":
+    """The order worker's parts: Firestore, the secret store, the broker, the symbol master."""
+    import uuid
+    from datetime import timedelta
+
+    from common.artifacts import make_artifact_store
+    from common.breaker import CircuitBreaker
+    from common.broker import FyersBroker
+    from common.controls import ControlsReader
+    from common.master_store import MasterRepository
+    from common.notify import Notifier
+    from common.ratelimit import SlidingWindowLimiter
+    from common.secrets import make_secret_store
+    from common.session import SessionStore, TokenReader
+    from functions.order_worker import WorkerDeps
+
+    secrets = make_secret_store(settings, environ)
+    db = firestore_client(settings.project)
+    tokens = TokenReader(secrets, ttl_seconds=settings.token_cache_seconds)
+    sessions = SessionStore(db, timeout=_WORKER_STORE_TIMEOUT)
+    masters = MasterRepository(db, make_artifact_store(settings), check_seconds=settings.master_check_seconds)
+    publisher = Publisher(settings.project, timeout=settings.publish_timeout)
+    return WorkerDeps(
+        settings=settings,
+        store=OrderStore(db, timeout=_WORKER_STORE_TIMEOUT),
+        controls=ControlsReader(db, ttl=settings.controls_cache_seconds, timeout=_WORKER_STORE_TIMEOUT),
+        breaker=CircuitBreaker(db, threshold=settings.breaker_threshold,
+                               cooldown=timedelta(seconds=settings.breaker_cooldown_seconds),
+                               timeout=_WORKER_STORE_TIMEOUT),
+        master=masters.current,
+        broker=FyersBroker.from_settings(settings, secrets.get("FYERS_APP_ID"), tokens.get),
+        invalidate_token=tokens.invalidate,
+        needs_login=lambda reason, now: sessions.mark_needs_login("TOKEN_DEAD", reason, now),
+        notify=Notifier(settings, publisher.publish, secrets).send,
+        limiter=SlidingWindowLimiter(settings.orders_per_second, settings.orders_per_minute),
+        worker_id=f"{environ.get('K_REVISION', 'local')}-{uuid.uuid4().hex[:6]}",
+    )
