@@ -106,10 +106,10 @@ def serve(request: Any, deps: AuthDeps) -> Answer:
         except Exception:
             log.exception("auth failed unexpectedly")
             return _page("Something went wrong", [
-                "The login could not be completed because of an internal error.",
-                "Nothing was changed at Fyers that needs undoing. Try again in a minute; "
-                "if it keeps failing, check the auth function's logs.",
-            ], 500)
+                "The request failed because of an internal error.",
+                "The status page shows whether the Fyers session is active; if it is not, log in again "
+                "in a minute. If it keeps failing, check the auth function's logs.",
+            ], 500, links=[("Status", _public_path(deps, ""))])
 
 
 # --- /login ---------------------------------------------------------------------------
@@ -124,6 +124,7 @@ def _login(request: Any, deps: AuthDeps) -> Answer:
     link = request.args.get("link")
     if link is None:
         return _key_form(deps)
+    app_id = _fyers_app(deps, request, now)  # before spending the link on a login that cannot start
     verdict = consume_login_link(deps.db(), link, now, timeout=deps.settings.firestore_timeout)
     if verdict != Verdict.OK:
         _audit(deps, request, "login_refused", "refused", now, reason=f"LINK_{verdict.value}")
@@ -135,7 +136,7 @@ def _login(request: Any, deps: AuthDeps) -> Answer:
         return _page("Login link refused", [
             why, "Use the newest link from your notifications, or log in with the operator key.",
         ], 403, links=[("Log in with the operator key", _login_path(deps))])
-    return _redirect_to_fyers(request, deps, now, via="link")
+    return _redirect_to_fyers(request, deps, now, app_id, via="link")
 
 
 def _key_form(deps: AuthDeps) -> Answer:
@@ -158,20 +159,25 @@ def _login_with_key(request: Any, deps: AuthDeps, now: datetime) -> Answer:
         _audit(deps, request, "login_refused", "refused", now, reason="BAD_OPERATOR_KEY")
         return _page("Wrong operator key", ["The operator key is not correct."], 401,
                      links=[("Try again", _login_path(deps))])
-    return _redirect_to_fyers(request, deps, now, via="key")
+    return _redirect_to_fyers(request, deps, now, _fyers_app(deps, request, now), via="key")
 
 
-def _redirect_to_fyers(request: Any, deps: AuthDeps, now: datetime, *, via: str) -> Answer:
-    from common.broker.auth import login_url
-
-    settings = deps.settings
+def _fyers_app(deps: AuthDeps, request: Any, now: datetime) -> str:
+    """The App ID, once the login is known to be startable; else a configuration page."""
     app_id = _secret(deps, request, now, APP_ID_SECRET, "login_started")
-    if not settings.auth_redirect_url:
+    if not deps.settings.auth_redirect_url:
         _audit(deps, request, "login_started", "failed", now, reason="CONFIG_ERROR",
                message="AUTH_REDIRECT_URL is not set")
         raise _Refusal(_page("Login is not configured", [
             "AUTH_REDIRECT_URL (this function's /callback address, as registered with the Fyers app) is not set.",
         ], 500))
+    return app_id
+
+
+def _redirect_to_fyers(request: Any, deps: AuthDeps, now: datetime, app_id: str, *, via: str) -> Answer:
+    from common.broker.auth import login_url
+
+    settings = deps.settings
     state = create_state(deps.db(), now, timeout=settings.firestore_timeout)
     _audit(deps, request, "login_started", "ok", now, reason=f"VIA_{via.upper()}")
     location = login_url(app_id, settings.auth_redirect_url, state, api_base=settings.fyers_api_base)
@@ -343,9 +349,14 @@ def _source_ip(request: Any) -> str | None:
 
 
 def _login_path(deps: AuthDeps) -> str:
+    return _public_path(deps, "login")
+
+
+def _public_path(deps: AuthDeps, route: str) -> str:
+    """The address of one of our routes: under AUTH_PUBLIC_URL, else relative (it resolves
+    next to the current route, with or without the function's name in the path)."""
     base = deps.settings.auth_public_url.rstrip("/")
-    # Relative when the public address is not configured: resolves next to /callback.
-    return f"{base}/login" if base else "login"
+    return f"{base}/{route}" if base else (route or "./")
 
 
 def _ist(moment: datetime) -> str:

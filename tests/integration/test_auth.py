@@ -334,3 +334,23 @@ def test_main_auth_is_wired(emulators, topics, monkeypatch, tmp_path):
     page = app.get("/login")
     assert page.status_code == 200 and 'name="key"' in page.get_data(as_text=True)
     assert app.get("/").status_code == 200
+
+
+def test_a_link_is_not_spent_when_the_login_cannot_start(deps, client, db, clock, tmp_path):
+    link = mint_login_link(db, clock(), timedelta(hours=4))
+    working = deps.secrets
+    deps.secrets = EnvSecretStore({}, overlay_dir=tmp_path / "empty")
+    assert client.get(f"/login?link={link.token}").status_code == 500
+    deps.secrets = working
+    assert client.get(f"/login?link={link.token}").status_code == 302
+
+
+def test_an_internal_failure_is_a_plain_page_without_details(deps, client):
+    def broken() -> Any:
+        raise RuntimeError("firestore exploded at /secret/path")
+
+    deps.db = broken
+    page = client.get("/")
+    text = page.get_data(as_text=True)
+    assert page.status_code == 500 and "Something went wrong" in text
+    assert "Traceback" not in text and "exploded" not in text and "RuntimeError" not in text
