@@ -417,7 +417,7 @@ ensure firestore databases describe --database="$FIRESTORE_DB" \
 
 TTL_FIELDS=""
 if query firestore fields ttls list --database="$FIRESTORE_DB" --format='value(name)'; then TTL_FIELDS=$QUERY_OUT; fi
-for spec in alerts.expire_at auth_states.expire_at login_links.expire_at; do
+for spec in alerts.expire_at auth_states.expire_at login_links.expire_at dedupe_keys.expire_at; do
   collection=${spec%%.*} field=${spec#*.}
   if grep -qE "/collectionGroups/$collection/fields/$field\$" <<<"$TTL_FIELDS"; then
     say "ok: TTL $spec"
@@ -569,8 +569,11 @@ deploy_function() {
     --set-env-vars="^$ENV_DELIMITER^$(join_by "$ENV_DELIMITER" "${env[@]}")" --format=none
 }
 
+# The webhook's secret arrives as an environment variable (Secret Manager mounts it), so its
+# cold start never loads the Secret Manager client. New instances see the latest version.
 deploy_function webhook webhook WEBHOOK "$SA_WEBHOOK" - \
   --trigger-http --allow-unauthenticated --ingress-settings=all \
+  --set-secrets=WEBHOOK_SECRET=WEBHOOK_SECRET:latest \
   --min-instances="$WEBHOOK_MIN_INSTANCES" --max-instances="$WEBHOOK_MAX_INSTANCES"
 # One instance at a time: the broker's rate limits and exactly-once placement rely on it.
 # The Eventarc trigger pushes as the worker's own account (invoker on itself, below).

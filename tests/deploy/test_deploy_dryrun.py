@@ -278,7 +278,8 @@ def test_dry_run_creates_the_firestore_database_ttls_and_indexes(empty_project_d
 
     ttls = {(c[4], flag(c, "collection-group")) for c in starting(plan, "firestore", "fields", "ttls", "update")
             if "--enable-ttl" in c}
-    assert ttls == {("expire_at", "alerts"), ("expire_at", "auth_states"), ("expire_at", "login_links")}
+    assert ttls == {("expire_at", "alerts"), ("expire_at", "auth_states"), ("expire_at", "login_links"),
+                    ("expire_at", "dedupe_keys")}
 
     indexes = {(flag(c, "collection-group"), tuple(a for a in c if a.startswith("--field-config=")))
                for c in starting(plan, "firestore", "indexes", "composite", "create")}
@@ -363,6 +364,8 @@ def test_dry_run_deploys_the_four_functions_with_their_key_flags(empty_project_d
     webhook, worker, scheduler, auth = (deploys[n] for n in ("webhook", "order-worker", "scheduler", "auth"))
     assert "--trigger-http" in webhook and "--allow-unauthenticated" in webhook
     assert flag(webhook, "min-instances") == "1"
+    # The webhook reads its secret from the environment: Secret Manager must mount it there.
+    assert flag(webhook, "set-secrets") == "WEBHOOK_SECRET=WEBHOOK_SECRET:latest"
     assert flag(worker, "trigger-topic") == "orders" and "--retry" in worker
     assert flag(worker, "max-instances") == "1" and flag(worker, "timeout") == "90s"
     assert "--trigger-http" in scheduler and "--no-allow-unauthenticated" in scheduler
