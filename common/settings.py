@@ -1,14 +1,13 @@
 """The router's configuration: one typed object, read once from the environment.
 
 Entry points call :func:`load_settings` at the edge and pass the result down.
-Nothing below ``main.py`` and ``functions/`` reads ``os.environ``.
+Only ``main.py`` touches the process environment: it hands it to :func:`load_settings`.
 Secrets are *not* settings: only the names under which the secret store keeps
 them are (see ``common/secrets.py``).
 """
 
 from __future__ import annotations
 
-import os
 from datetime import time
 from typing import Literal, Mapping
 
@@ -122,9 +121,9 @@ class Settings(BaseModel):
         return self.secret_project or self.project
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Build :class:`Settings` from an environment mapping (``os.environ`` by default)."""
-    env = os.environ if environ is None else environ
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Build :class:`Settings` from an environment mapping."""
+    env = environ
     names = {field.alias for field in Settings.model_fields.values() if field.alias}
     values = {name: env[name] for name in names if env.get(name, "") != ""}
     try:

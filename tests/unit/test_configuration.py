@@ -1,0 +1,34 @@
+"""Configuration is read once, at the edge, and every variable is documented."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from common.secrets import SECRET_NAMES
+from common.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def readme_table_names() -> set[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"`([A-Z][A-Z0-9_]+)`", section))
+
+
+def test_every_setting_is_in_the_readme_configuration_table():
+    documented = readme_table_names()
+    missing = {f.alias for f in Settings.model_fields.values()} - documented
+    assert not missing, f"undocumented settings: {sorted(missing)}"
+
+
+def test_every_secret_is_named_in_the_readme():
+    documented = readme_table_names()
+    assert set(SECRET_NAMES) <= documented, sorted(set(SECRET_NAMES) - documented)
+
+
+def test_only_the_entry_points_read_the_environment():
+    offenders = [str(p.relative_to(ROOT)) for folder in ("common", "functions") for p in (ROOT / folder).rglob("*.py")
+                 if re.search(r"os\.environ|os\.getenv", p.read_text())]
+    assert offenders == []
