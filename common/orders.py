@@ -16,9 +16,34 @@ from typing import Any
 
 from common.errors import StoreUnavailable
 from common.idempotency import claim_doc_id
-from common.records import ALERTS, DEDUPE, EVENTS, ORDERS, AlertAudit, DedupeClaim, OrderEvent, OrderRecord, OrderStatus
+from common.records import (
+    ALERTS,
+    DEDUPE,
+    EVENTS,
+    ORDERS,
+    AlertAudit,
+    DedupeClaim,
+    OrderCommand,
+    OrderEvent,
+    OrderRecord,
+    OrderStatus,
+    ist_day,
+)
 
 DEDUPE_TTL = timedelta(days=3)
+
+
+def queued_record(command: OrderCommand, *, recorded_by: str, now: datetime) -> OrderRecord:
+    """The new ``QUEUED`` order document for a command (by the webhook, or the worker if it could not)."""
+    alert = command.alert
+    return OrderRecord(
+        order_id=command.order_id, status=OrderStatus.QUEUED, strategy=alert.get("strategy"),
+        action=alert["action"], symbol=alert["symbol"], lots=alert["lots"], product=alert["product"],
+        order_type=alert["order_type"], dry_run=alert.get("dry_run", False), alert=alert,
+        idempotency_key=command.idempotency_key, key_source=command.key_source, recorded_by=recorded_by,
+        source_ip=command.source_ip, request_id=command.request_id, alert_time=command.alert_time,
+        received_at=command.received_at, created_at=now, created_day=ist_day(command.received_at), updated_at=now,
+    )
 
 
 @dataclass(frozen=True)

@@ -32,13 +32,12 @@ from common.errors import (
     BrokerTransient,
     RateLimited,
     RouterError,
-    SecretNotFound,
     TokenDead,
 )
 from common.logs import get_logger, log_context
 from common.market import market_closed_reason
 from common.notify import Notification, NotificationKind, Severity
-from common.orders import OrderStore
+from common.orders import OrderStore, queued_record
 from common.placement import Plan, plan_order
 from common.ratelimit import RateLimitBudgetExceeded, SlidingWindowLimiter
 from common.records import OrderCommand, OrderEvent, OrderRecord, OrderStatus, ist_day, today_ist
@@ -140,15 +139,7 @@ def _process(command: OrderCommand, deps: WorkerDeps) -> None:
 
 def _record_for_webhook(command: OrderCommand, deps: WorkerDeps, now: datetime) -> bool:
     """The webhook could not write Firestore: create the record (and claims) here. False = duplicate."""
-    alert = Alert.model_validate(command.alert)
-    record = OrderRecord(
-        order_id=command.order_id, status=OrderStatus.QUEUED, strategy=alert.strategy, action=alert.action,
-        symbol=alert.symbol, lots=alert.lots, product=alert.product, order_type=alert.order_type,
-        dry_run=alert.dry_run, alert=command.alert, idempotency_key=command.idempotency_key,
-        key_source=command.key_source, recorded_by="worker", source_ip=command.source_ip,
-        request_id=command.request_id, alert_time=command.alert_time, received_at=command.received_at,
-        created_at=now, created_day=ist_day(command.received_at), updated_at=now)
-    duplicate = deps.store.accept(record, command.claims, None)
+    duplicate = deps.store.accept(queued_record(command, recorded_by="worker", now=now), command.claims, None)
     if duplicate is not None and duplicate.order_id not in (None, command.order_id):
         log.info("duplicate of another order; dropped", extra={"fields": {"winner": duplicate.order_id}})
         return False

@@ -33,9 +33,9 @@ from common.errors import (
 )
 from common.idempotency import Identity, identify
 from common.logs import get_logger, log_context, redact, set_order_id
-from common.orders import Duplicate, OrderStore
+from common.orders import Duplicate, OrderStore, queued_record
 from common.pubsub import Publisher
-from common.records import AlertAudit, OrderCommand, OrderRecord, OrderStatus, ist_day
+from common.records import AlertAudit, OrderCommand, OrderStatus
 from common.settings import Settings
 
 log = get_logger("webhook")
@@ -108,8 +108,8 @@ def _process(request: Any, req: _Request, deps: WebhookDeps) -> tuple[dict[str, 
     ident = identify(alert, header_key=request.headers.get("Idempotency-Key"),
                      now=req.received_at, window_seconds=settings.dedupe_window_seconds)
     set_order_id(ident.order_id)
-    record = _order_record(alert, ident, req)
     command = _command(alert, ident, req, recorded=True)
+    record = queued_record(command, recorded_by="webhook", now=req.received_at)
     try:
         duplicate = deps.store().accept(record, ident.claims, _audit(req, settings, "accepted", 200, order_id=ident.order_id))
     except StoreUnavailable as exc:
@@ -183,21 +183,10 @@ def _source_ip(request: Any) -> str | None:
 # --- records --------------------------------------------------------------------
 
 
-def _order_record(alert: Alert, ident: Identity, req: _Request) -> OrderRecord:
-    now = req.received_at
-    return OrderRecord(
-        order_id=ident.order_id, status=OrderStatus.QUEUED, strategy=redact(alert.strategy, req.secrets),
-        action=alert.action, symbol=alert.symbol, lots=alert.lots, product=alert.product,
-        order_type=alert.order_type, dry_run=alert.dry_run, alert=redact(alert.order_fields(), req.secrets), idempotency_key=ident.key, key_source=ident.source,
-        recorded_by="webhook", source_ip=req.source_ip, request_id=req.request_id, alert_time=alert.time,
-        received_at=now, created_at=now, created_day=ist_day(now), updated_at=now,
-    )
-
-
 def _command(alert: Alert, ident: Identity, req: _Request, *, recorded: bool) -> OrderCommand:
     return OrderCommand(
         order_id=ident.order_id, idempotency_key=ident.key, key_source=ident.source, claims=list(ident.claims),
-        alert=alert.order_fields(), received_at=req.received_at, alert_time=alert.time,
+        alert=redact(alert.order_fields(), req.secrets), received_at=req.received_at, alert_time=alert.time,
         request_id=req.request_id, source_ip=req.source_ip, recorded=recorded,
     )
 
