@@ -284,3 +284,35 @@ def test_a_burst_of_30_alerts_is_placed_within_fyers_rate_limits(worker_factory,
     assert sim.rate_breaches == {}  # Fyers never had to refuse us
     statuses = {order(firestore_db, order_id_of(m))["status"] for m in messages}
     assert statuses == {"PLACED"}
+
+
+def test_an_unknown_command_version_is_recorded_notified_and_acked(worker_factory, queue, topics, firestore_db, sim):
+    message = queue()
+    command = json.loads(message.data)
+    command["version"] = 99
+
+    class FromTheFuture:
+        data = json.dumps(command).encode()
+        attributes = dict(message.attributes)
+        message_id = "1001"
+
+    handle(cloud_event(FromTheFuture()), worker_factory())
+    assert sim_orders(sim) == []
+    assert order(firestore_db, order_id_of(message))["status"] == "QUEUED"  # untouched
+    [note] = topics.pull(topics.notifications)
+    assert json.loads(note.data)["order_id"] == order_id_of(message)
+
+
+def test_repeated_broker_outages_open_the_breaker_and_block_without_calling_fyers(worker_factory, queue, sim,
+                                                                                     firestore_db):
+    deps = worker_factory(BREAKER_THRESHOLD="2")
+    sim.add_fault("http_503_html", route="GET /data/quotes", count=2)
+    for n in range(2):
+        with pytest.raises(Retry):
+            handle(cloud_event(queue(strategy=f"outage-{n}")), deps)
+    calls_before = len(sim.requests)
+    blocked = queue(strategy="after-outage")
+    handle(cloud_event(blocked), deps)
+    doc = order(firestore_db, order_id_of(blocked))
+    assert doc["status"] == "BLOCKED" and doc["reason"] == "BREAKER_OPEN"
+    assert len(sim.requests) == calls_before  # Fyers was left alone
