@@ -2,8 +2,9 @@
 
 Routes, dispatched on the path's last segment (so ``/login`` and ``/auth/login`` agree):
 
-* ``GET /login?link=<one-time token>``: the link from a NEEDS_LOGIN notification.
-  Consumed, then a 302 to Fyers' login page with a fresh OAuth ``state``.
+* ``GET /login?link=<one-time token>``: the link from a NEEDS_LOGIN notification; it shows a
+  button that POSTs the link (a link preview's GET must not spend it).
+  ``POST /login`` with ``link``: consumed, then a 302 to Fyers' login page with a fresh OAuth ``state``.
 * ``GET /login``: a form asking for the operator key; ``POST /login`` checks it
   (constant time) and redirects the same way. The key travels in the body only:
   request URLs end up in logs.
@@ -118,12 +119,23 @@ def serve(request: Any, deps: AuthDeps) -> Answer:
 def _login(request: Any, deps: AuthDeps) -> Answer:
     now = deps.clock()
     if request.method == "POST":
+        if "link" in request.form:
+            return _login_with_link(request, deps, now, request.form["link"])
         return _login_with_key(request, deps, now)
     if request.method != "GET":
         return _page("Not allowed", ["Use the login link or the login form."], 405)
     link = request.args.get("link")
     if link is None:
         return _key_form(deps)
+    # Opening the link only shows a button: chat apps fetch links for previews, and a
+    # GET that spent the one-time link would leave the trader a dead one.
+    form = (f'<form method="post" action="{html.escape(_login_path(deps))}">'
+            f'<input type="hidden" name="link" value="{html.escape(link)}">'
+            "<button type=\"submit\">Continue to the Fyers login</button></form>")
+    return _page("Fyers login", ["Log in to Fyers for today's trading session."], 200, raw=form)
+
+
+def _login_with_link(request: Any, deps: AuthDeps, now: datetime, link: str) -> Answer:
     app_id = _fyers_app(deps, request, now)  # before spending the link on a login that cannot start
     verdict = consume_login_link(deps.db(), link, now, timeout=deps.settings.firestore_timeout)
     if verdict != Verdict.OK:

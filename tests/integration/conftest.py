@@ -65,6 +65,29 @@ def make_client(deps: WebhookDeps) -> flask.testing.FlaskClient:
     return app.test_client()
 
 
+def make_auth_client(deps: Any) -> flask.testing.FlaskClient:
+    """A Flask app that serves ``functions.auth.serve`` with injected dependencies, on any path."""
+    from functions.auth import serve as serve_auth
+
+    app = flask.Flask("auth-under-test")
+    view = lambda **_: serve_auth(flask.request, deps)  # noqa: E731
+    app.add_url_rule("/", "root", view, methods=["GET", "POST"])
+    app.add_url_rule("/<path:route>", "route", view, methods=["GET", "POST", "PUT"])
+    return app.test_client()
+
+
+@pytest.fixture
+def db(firestore_db: Any) -> Any:
+    """The emulator, without a broker-session record or auth events from earlier tests."""
+    from common.records import SYSTEM
+    from common.session import AUTH_EVENTS, SESSION_DOC
+
+    firestore_db.collection(SYSTEM).document(SESSION_DOC).delete()
+    for doc in firestore_db.collection(AUTH_EVENTS).list_documents():
+        doc.delete()
+    return firestore_db
+
+
 @pytest.fixture
 def deps_factory(webhook_env: dict[str, str], gcp_project: str) -> Callable[..., WebhookDeps]:
     """Build webhook dependencies from the test environment, with parts swapped as asked."""

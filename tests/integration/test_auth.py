@@ -25,8 +25,8 @@ from common.secrets import EnvSecretStore
 from common.session import AUTH_EVENTS, SESSION_DOC, SessionStatus, mint_login_link
 from common.settings import load_settings
 from deploy.local.fyers_simulator import FyersSimulator
-from functions.auth import AuthDeps, serve
-from tests.integration.conftest import ROOT, Clock
+from functions.auth import AuthDeps
+from tests.integration.conftest import ROOT, Clock, make_auth_client
 
 APP_ID, APP_SECRET = "APPID-100", "app-Secret-never-shown-5e1"
 OPERATOR_KEY = "op-Key-long-and-private-77c2"
@@ -45,15 +45,6 @@ def clock() -> Clock:
 def sim(clock: Clock):
     with FyersSimulator(apps={APP_ID: APP_SECRET}, clock=clock) as simulator:
         yield simulator
-
-
-@pytest.fixture
-def db(firestore_db):
-    """The emulator, without a session record or audit events from earlier tests."""
-    firestore_db.collection(SYSTEM).document(SESSION_DOC).delete()
-    for doc in firestore_db.collection(AUTH_EVENTS).list_documents():
-        doc.delete()
-    return firestore_db
 
 
 @pytest.fixture
@@ -76,11 +67,7 @@ def deps(sim, db, topics, secrets, clock, gcp_project) -> AuthDeps:
 
 @pytest.fixture
 def client(deps: AuthDeps) -> flask.testing.FlaskClient:
-    app = flask.Flask("auth-under-test")
-    view = lambda **_: serve(flask.request, deps)  # noqa: E731
-    app.add_url_rule("/", "root", view, methods=["GET", "POST"])
-    app.add_url_rule("/<path:route>", "route", view, methods=["GET", "POST", "PUT"])
-    return app.test_client()
+    return make_auth_client(deps)
 
 
 class _Form(HTMLParser):
@@ -229,22 +216,30 @@ def test_key_login_is_refused_when_no_operator_key_is_configured(deps, client, t
 
 def test_a_login_link_starts_the_login_once(client, db, clock, sim):
     link = mint_login_link(db, clock(), timedelta(hours=4))
-    first = client.get(f"/login?link={link.token}")
+    first = client.post("/login", data={"link": link.token})
     assert first.status_code == 302 and first.headers["Location"].startswith(f"{sim.api_base}/generate-authcode?")
-    again = client.get(f"/login?link={link.token}")
+    again = client.post("/login", data={"link": link.token})
     assert again.status_code == 403 and "already used" in again.get_data(as_text=True)
     assert events(db, "login_refused")[-1]["reason"] == "LINK_USED"
+
+
+def test_opening_a_login_link_only_shows_a_button_so_link_previews_cannot_spend_it(client, db, clock):
+    link = mint_login_link(db, clock(), timedelta(hours=4))
+    for _ in range(2):  # a chat app's preview, then the trader
+        page = client.get(f"/login?link={link.token}")
+        assert page.status_code == 200 and 'name="link"' in page.get_data(as_text=True)
+    assert client.post("/login", data={"link": link.token}).status_code == 302
 
 
 def test_an_expired_login_link_is_refused(client, db, clock):
     link = mint_login_link(db, clock(), timedelta(hours=4))
     clock.advance(4 * 3600 + 1)
-    answer = client.get(f"/login?link={link.token}")
+    answer = client.post("/login", data={"link": link.token})
     assert answer.status_code == 403 and "expired" in answer.get_data(as_text=True)
 
 
 def test_an_unknown_login_link_is_refused(client):
-    answer = client.get("/login?link=made-up")
+    answer = client.post("/login", data={"link": "made-up"})
     assert answer.status_code == 403 and "not valid" in answer.get_data(as_text=True)
 
 
@@ -292,7 +287,7 @@ def test_a_reused_auth_code_gets_a_clear_page_and_an_audit_record(client, sim, d
     assert session_doc(db).get("status") != SessionStatus.AUTHENTICATED
     # The page offers a fresh one-time link, which starts a new login.
     retry = text.split(f'href="{PUBLIC}/login?link=')[1].split('"')[0]
-    assert client.get(f"/login?link={retry}").status_code == 302
+    assert client.post("/login", data={"link": retry}).status_code == 302
 
 
 def test_a_fyers_error_redirect_is_shown_escaped(client, sim, db):
@@ -340,9 +335,9 @@ def test_a_link_is_not_spent_when_the_login_cannot_start(deps, client, db, clock
     link = mint_login_link(db, clock(), timedelta(hours=4))
     working = deps.secrets
     deps.secrets = EnvSecretStore({}, overlay_dir=tmp_path / "empty")
-    assert client.get(f"/login?link={link.token}").status_code == 500
+    assert client.post("/login", data={"link": link.token}).status_code == 500
     deps.secrets = working
-    assert client.get(f"/login?link={link.token}").status_code == 302
+    assert client.post("/login", data={"link": link.token}).status_code == 302
 
 
 def test_an_internal_failure_is_a_plain_page_without_details(deps, client):

@@ -8,7 +8,6 @@ import urllib.parse
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import flask
 import pytest
 import requests
 
@@ -16,12 +15,12 @@ from common.notify import Notifier
 from common.pubsub import Publisher
 from common.records import SYSTEM
 from common.secrets import InMemorySecretStore
-from common.session import AUTH_EVENTS, SESSION_DOC, SessionStatus, SessionStore, Verdict, consume_login_link
+from common.session import SESSION_DOC, SessionStatus, SessionStore, Verdict, consume_login_link
 from common.settings import load_settings
 from deploy.local.fyers_simulator import FyersSimulator
-from functions.auth import AuthDeps, serve
+from functions.auth import AuthDeps
 from functions.jobs.session import SessionJobDeps, run_session_job
-from tests.integration.conftest import Clock
+from tests.integration.conftest import Clock, make_auth_client
 
 APP_ID, APP_SECRET = "APPID-100", "app-Secret-never-shown-5e1"
 PUBLIC = "https://auth.example.test"
@@ -37,14 +36,6 @@ def clock() -> Clock:
 def sim(clock: Clock):
     with FyersSimulator(apps={APP_ID: APP_SECRET}, clock=clock) as simulator:
         yield simulator
-
-
-@pytest.fixture
-def db(firestore_db):
-    firestore_db.collection(SYSTEM).document(SESSION_DOC).delete()
-    for doc in firestore_db.collection(AUTH_EVENTS).list_documents():
-        doc.delete()
-    return firestore_db
 
 
 @pytest.fixture
@@ -205,12 +196,12 @@ def test_the_link_in_the_notice_logs_the_trader_in_and_the_next_check_is_healthy
     run_session_job(deps, clock())
     [notice] = notices(topics)
     auth = AuthDeps(settings=deps.settings, secrets=secrets, db=lambda: db, notifier=deps.notifier, clock=clock)
-    app = flask.Flask("auth-under-test")
-    app.add_url_rule("/<path:route>", "route", lambda **_: serve(flask.request, auth))
-    client = app.test_client()
+    client = make_auth_client(auth)
 
     # The trader taps the link, approves on Fyers' page, and lands on our callback.
-    to_fyers = client.get(notice["login_url"].removeprefix(PUBLIC))
+    opened = client.get(notice["login_url"].removeprefix(PUBLIC))  # shows a button, spends nothing
+    assert opened.status_code == 200 and "Continue to the Fyers login" in opened.get_data(as_text=True)
+    to_fyers = client.post("/login", data={"link": link_token(notice["login_url"])})
     assert to_fyers.status_code == 302
     approved = requests.get(to_fyers.headers["Location"] + "&approve=1", allow_redirects=False, timeout=5)
     callback = urllib.parse.urlsplit(approved.headers["Location"])
