@@ -1,0 +1,61 @@
+"""The broker pace, and market hours."""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta, timezone
+
+import pytest
+
+from common.market import market_closed_reason
+from common.ratelimit import RateLimitBudgetExceeded, SlidingWindowLimiter
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_grants_are_evenly_spaced_and_never_exceed_either_window():
+    t = FakeTime()
+    limiter = SlidingWindowLimiter(8, 20, clock=t.clock, sleep=t.sleep)
+    grants = []
+    for _ in range(40):
+        limiter.acquire(max_wait=120)
+        grants.append(t.now)
+    assert all(b - a >= 1 / 8 - 1e-9 for a, b in zip(grants, grants[1:]))
+    for i, start in enumerate(grants):
+        assert sum(1 for g in grants[i:] if g - start < 1.0) <= 8
+        assert sum(1 for g in grants[i:] if g - start < 60.0) <= 20
+
+
+def test_a_slot_beyond_the_budget_is_refused_without_waiting():
+    t = FakeTime()
+    limiter = SlidingWindowLimiter(10, 2, clock=t.clock, sleep=t.sleep)
+    limiter.acquire(max_wait=5)
+    limiter.acquire(max_wait=5)
+    with pytest.raises(RateLimitBudgetExceeded):
+        limiter.acquire(max_wait=5)  # the minute window is full for ~60 s
+    assert t.now < 5
+
+
+IST = timezone(timedelta(hours=5, minutes=30))
+OPEN, CLOSE = time(9, 15), time(15, 30)
+
+
+@pytest.mark.parametrize("moment, closed", [
+    (datetime(2026, 11, 23, 9, 15, tzinfo=IST), False),
+    (datetime(2026, 11, 23, 15, 29, tzinfo=IST), False),
+    (datetime(2026, 11, 23, 15, 30, tzinfo=IST), True),
+    (datetime(2026, 11, 23, 3, 44, tzinfo=timezone.utc), True),  # 09:14 IST
+    (datetime(2026, 11, 22, 11, 0, tzinfo=IST), True),  # Sunday
+    (datetime(2026, 11, 24, 11, 0, tzinfo=IST), True),  # a listed holiday
+])
+def test_market_hours_are_judged_in_ist(moment, closed):
+    reason = market_closed_reason(moment, open_at=OPEN, close_at=CLOSE, holidays=["2026-11-24"])
+    assert (reason is not None) == closed
