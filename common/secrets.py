@@ -43,7 +43,6 @@ SECRET_NAMES = (
 
 # Where local runs keep secrets written by `put` (the login flow's fresh token), so that
 # the other local functions, in other processes, read it too.
-DEFAULT_OVERLAY_DIR = Path("/tmp/tv-fyers-secrets")
 
 # Secret Manager's secret ids: letters, digits, '-' and '_'. Enforced for every backend
 # so that a name can never become a path outside the overlay directory.
@@ -321,10 +320,10 @@ def make_secret_store(
     settings: Settings,
     environ: Mapping[str, str],
     *,
-    overlay_dir: Path = DEFAULT_OVERLAY_DIR,
+    overlay_dir: Path | None = None,
     timeout: float = 5.0,
 ) -> SecretStore:
     """The store that ``settings.secret_backend`` names (uncached; wrap it if needed)."""
     if settings.secret_backend == "secretmanager":
         return SecretManagerStore(settings.secrets_project, timeout=timeout)
-    return EnvSecretStore(environ, overlay_dir)
+    return EnvSecretStore(environ, overlay_dir or Path(settings.secret_overlay_dir))

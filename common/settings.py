@@ -36,6 +36,8 @@ class Settings(BaseModel):
     notifications_topic: str = Field("notifications", alias="NOTIFICATIONS_TOPIC")
     secret_backend: Literal["env", "secretmanager"] = Field("env", alias="SECRET_BACKEND")
     secret_project: str = Field("", alias="SECRET_PROJECT")  # defaults to `project`
+    # SECRET_BACKEND=env: where secrets written at run time (the day's token) are kept.
+    secret_overlay_dir: str = Field("/tmp/tv-fyers-secrets", alias="SECRET_OVERLAY_DIR")
     artifact_backend: Literal["local", "gcs"] = Field("local", alias="ARTIFACT_BACKEND")
     artifact_bucket: str = Field("", alias="ARTIFACT_BUCKET")
     artifact_dir: str = Field("/tmp/tv-fyers-artifacts", alias="ARTIFACT_DIR")

@@ -222,7 +222,7 @@ def _place(job: _Job, request: OrderRequest, deps: WorkerDeps, attempt: int = 1)
 def _placed(job: _Job, result: PlaceResult, request: OrderRequest, deps: WorkerDeps, started: float | None) -> None:
     now = deps.clock()
     deps.store.transition(job.record.order_id, OrderStatus.PLACED, now=now, by=deps.worker_id,
-                          reason="PLACED", message=f"Placed {_describe(request)}: Fyers order {result.order_id}.",
+                          from_status=OrderStatus.PLACING, reason="PLACED", message=f"Placed {_describe(request)}: Fyers order {result.order_id}.",
                           broker_code=result.code, broker_message=result.message,
                           latency_ms=_ms(started) if started else None,
                           fields={"broker_order_id": result.order_id, "placed_at": now,
@@ -296,7 +296,7 @@ def _found_in_book(job: _Job, deps: WorkerDeps, *, reason: str, request: OrderRe
                 fields={"broker_order_id": order.id, **_fill_fields(order)}, broker_message=order.message)
     else:
         deps.store.transition(job.record.order_id, OrderStatus.PLACED, now=deps.clock(), by=deps.worker_id,
-                              reason="FOUND_IN_BOOK", message=f"Fyers order {order.id} found in the book.",
+                              from_status=OrderStatus.UNKNOWN, reason="FOUND_IN_BOOK", message=f"Fyers order {order.id} found in the book.",
                               fields={"broker_order_id": result.order_id, "placed_at": deps.clock(),
                                       **_fill_fields(order)})
     return True

@@ -56,7 +56,6 @@ from typing import Any, Callable, Mapping, TextIO
 
 from common.errors import ConfigError
 from common.records import OrderStatus, today_ist
-from common.secrets import DEFAULT_OVERLAY_DIR
 from common.session import ACCESS_TOKEN_SECRET, REFRESH_TOKEN_SECRET
 from common.settings import Settings, load_settings
 from deploy.local import emulators as emu
@@ -72,8 +71,8 @@ FUNCTIONS = {"webhook": "http", "order_worker": "cloudevent", "auth": "http", "s
 PORT_NAMES = ("firestore", "pubsub", "simulator", "masters", *FUNCTIONS)
 BROKER_SETTINGS = ("FYERS_API_BASE", "FYERS_DATA_BASE", "SYMBOL_MASTER_BASE")
 # Settings that wire the stack together: the caller's environment never overrides them.
-WIRING = ("GOOGLE_CLOUD_PROJECT", "ORDERS_TOPIC", "NOTIFICATIONS_TOPIC", "SECRET_BACKEND", "ARTIFACT_BACKEND",
-          "ARTIFACT_DIR", "AUTH_REDIRECT_URL", "AUTH_PUBLIC_URL")
+WIRING = ("GOOGLE_CLOUD_PROJECT", "ORDERS_TOPIC", "NOTIFICATIONS_TOPIC", "SECRET_BACKEND", "SECRET_OVERLAY_DIR",
+          "ARTIFACT_BACKEND", "ARTIFACT_DIR", "AUTH_REDIRECT_URL", "AUTH_PUBLIC_URL")
 # Never inherited: they would point a local run at real cloud resources.
 DROPPED = ("SECRET_PROJECT", "ARTIFACT_BUCKET", "STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS")
 
@@ -175,6 +174,7 @@ class Stack:
         self.out = out
         self.project = f"local-{uuid.uuid4().hex[:8]}"
         self.run_dir = RUNS / self.project
+        self.secrets_dir = self.run_dir / "secrets"  # this run's token store: runs never share a session
         self.external = any(self.environ.get(name) for name in BROKER_SETTINGS)
         self.ports = allocate_ports(options.port_base)
         self.webhook_secret = self.environ.get("WEBHOOK_SECRET") or secrets.token_urlsafe(24)
@@ -226,7 +226,7 @@ class Stack:
             "FIRESTORE_EMULATOR_HOST": f"{HOST}:{self.ports['firestore']}",
             "PUBSUB_EMULATOR_HOST": f"{HOST}:{self.ports['pubsub']}",
             "ORDERS_TOPIC": ORDERS_TOPIC, "NOTIFICATIONS_TOPIC": NOTIFICATIONS_TOPIC,
-            "SECRET_BACKEND": "env", "ARTIFACT_BACKEND": "local", "ARTIFACT_DIR": str(self.run_dir / "artifacts"),
+            "SECRET_BACKEND": "env", "SECRET_OVERLAY_DIR": str(self.secrets_dir), "ARTIFACT_BACKEND": "local", "ARTIFACT_DIR": str(self.run_dir / "artifacts"),
             "WEBHOOK_SECRET": self.webhook_secret, "OPERATOR_KEY": self.operator_key,
             "FYERS_APP_ID": self.app_id, "FYERS_SECRET_KEY": self.app_secret,
             "AUTH_REDIRECT_URL": f"{auth}/callback", "AUTH_PUBLIC_URL": auth,
@@ -430,10 +430,6 @@ class Stack:
         import requests
 
         started = time.monotonic()
-        if (DEFAULT_OVERLAY_DIR / ACCESS_TOKEN_SECRET).exists():
-            # The overlay directory is fixed (common/secrets.py), so every local run shares it.
-            self.say(f"! replacing the token in {DEFAULT_OVERLAY_DIR}: another local stack still running "
-                     "loses its session")
         try:
             with requests.Session() as http:
                 answer = http.post(f"{self.url('auth')}/login", data={"key": self.operator_key},
@@ -445,9 +441,9 @@ class Stack:
             raise StackError(f"the login through the auth function failed: HTTP {answer.status_code} {title!r}; "
                              f"see {self._shown(self.run_dir / 'logs' / 'auth.log')}")
         for name in (ACCESS_TOKEN_SECRET, REFRESH_TOKEN_SECRET):
-            digest = _file_digest(DEFAULT_OVERLAY_DIR / name)
+            digest = _file_digest(self.secrets_dir / name)
             if digest:
-                self._our_tokens[DEFAULT_OVERLAY_DIR / name] = digest
+                self._our_tokens[self.secrets_dir / name] = digest
         self._done("logged in to the simulator through the auth function (/login → Fyers → /callback)", started)
 
     # --- after start ----------------------------------------------------------------
@@ -577,8 +573,8 @@ class Stack:
         self.say(f"✓ stopped {len(children)} process groups; logs kept in {self._shown(self.run_dir / 'logs')}")
 
     def _forget_tokens(self) -> None:
-        """Remove the simulator tokens our login stored, unless something replaced them since:
-        they are useless once the simulator is gone, and would shadow other runs' tokens."""
+        """Remove the tokens our login stored, unless something replaced them since: a simulator
+        token is useless once the simulator is gone, and a real one should not linger on disk."""
         for path, digest in self._our_tokens.items():
             if _file_digest(path) == digest:
                 path.unlink(missing_ok=True)
