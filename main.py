@@ -57,3 +57,14 @@ def order_worker(cloud_event):
     from functions import order_worker as worker_function
 
     worker_function.handle(cloud_event, _worker.get())
+
+
+_scheduler = Lazy(lambda: runtime.scheduler_deps(_settings.get(), os.environ))
+
+
+@functions_framework.http
+def scheduler(request):
+    """Cloud Scheduler's jobs: ?job=session|symbols|reconcile|health. See functions/scheduler.py."""
+    from functions import scheduler as scheduler_function
+
+    return scheduler_function.serve(request, _scheduler.get())

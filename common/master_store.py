@@ -111,8 +111,14 @@ class MasterRepository:
     # --- readers ----------------------------------------------------------------
 
     def pointer(self) -> MasterPointer | None:
-        """The pointer as stored now (None if no version was ever published). Raises on read failure."""
-        snap = self._ref.get(timeout=self._timeout)
+        """The pointer as stored now (None if no version was ever published). Raises on read failure,
+        after retrying transient errors for at most ``timeout`` seconds (the library's default is 300)."""
+        from google.api_core.retry import Retry
+
+        return self._read_pointer(retry=Retry(initial=0.2, maximum=1.0, timeout=self._timeout))
+
+    def _read_pointer(self, **retry: Any) -> MasterPointer | None:
+        snap = self._ref.get(timeout=self._timeout, **retry)
         return MasterPointer.model_validate(snap.to_dict()) if snap.exists else None
 
     @property
@@ -150,7 +156,8 @@ class MasterRepository:
         """Load the pointed version if it is not the loaded one. Never raises; returns what went wrong."""
         self._checked_at = self._clock()
         try:
-            pointer = self.pointer()
+            # One attempt: the caller is serving an order, and the next check comes soon.
+            pointer = self._read_pointer(retry=None)
         except Exception as exc:  # keep serving what we have; say why once per check
             log.warning("symbol master pointer unreadable", extra={"fields": {"error": type(exc).__name__}})
             return f"the pointer could not be read ({type(exc).__name__})."

@@ -90,3 +90,58 @@ def worker_deps(settings: Settings, environ: Mapping[str, str]) -> "WorkerDeps":
         limiter=SlidingWindowLimiter(settings.orders_per_second, settings.orders_per_minute),
         worker_id=f"{environ.get('K_REVISION', 'local')}-{uuid.uuid4().hex[:6]}",
     )
+
+
+# Maintenance jobs have no caller waiting: Firestore may take its time.
+_JOB_STORE_TIMEOUT = 10.0
+
+
+def scheduler_deps(settings: Settings, environ: Mapping[str, str]) -> "SchedulerDeps":
+    """The scheduler's parts: one Firestore client, secret store, notifier and symbol-master
+    repository shared by the jobs; each job's own dependencies built on its first run."""
+    from common.artifacts import make_artifact_store
+    from common.master_store import MasterRepository
+    from common.notify import Notifier
+    from common.secrets import make_secret_store
+    from functions.scheduler import SchedulerDeps
+
+    secrets = make_secret_store(settings, environ)  # uncached: the session job must see a fresh login
+    db = Lazy(lambda: firestore_client(settings.project))
+    publisher = Publisher(settings.project, timeout=settings.publish_timeout)
+    notifier = Notifier(settings, publisher.publish, secrets)
+    masters = Lazy(lambda: MasterRepository(db.get(), make_artifact_store(settings),
+                                            check_seconds=settings.master_check_seconds, timeout=_JOB_STORE_TIMEOUT))
+
+    def session() -> "SessionJobDeps":
+        from functions.jobs.session import SessionJobDeps
+
+        return SessionJobDeps(settings=settings, secrets=secrets, db=db.get(), notifier=notifier)
+
+    def symbols() -> "SymbolsDeps":
+        from functions.jobs.symbols import SymbolsDeps
+
+        return SymbolsDeps(settings=settings, masters=masters.get(), notifier=notifier)
+
+    def fyers() -> "FyersBroker":
+        from common.broker import FyersBroker
+        from common.session import TokenReader
+
+        # The token is read on every call, uncached: a run must see the morning login. The
+        # adapter rebuilds its SDK model only when the token changes.
+        return FyersBroker.from_settings(settings, secrets.get("FYERS_APP_ID"), TokenReader(secrets, ttl_seconds=0).get)
+
+    broker = Lazy(fyers)
+
+    def reconcile() -> "ReconcileDeps":
+        from functions.jobs.reconcile import ReconcileDeps
+
+        return ReconcileDeps(settings=settings, store=OrderStore(db.get(), timeout=_JOB_STORE_TIMEOUT),
+                             broker=broker.get, notifier=notifier, timeout=_JOB_STORE_TIMEOUT)
+
+    def health() -> "HealthDeps":
+        from functions.jobs.health import HealthDeps
+
+        return HealthDeps(settings=settings, db=db.get(), masters=masters.get(), notifier=notifier,
+                          timeout=_JOB_STORE_TIMEOUT)
+
+    return SchedulerDeps(settings=settings, session=session, symbols=symbols, reconcile=reconcile, health=health)

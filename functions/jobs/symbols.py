@@ -94,7 +94,7 @@ def _failed(deps: SymbolsDeps, exc: Exception, current: MasterPointer | None, no
     if isinstance(exc, RouterError):
         error, reason = exc.code, exc.message
     else:  # storage or Firestore: only the class name, its text may hold internals
-        error, reason = "MASTER_STORE_FAILED", f"The new version could not be stored ({type(exc).__name__})."
+        error, reason = "MASTER_STORE_FAILED", f"Cloud Storage or Firestore failed ({type(exc).__name__})."
     retryable = not isinstance(exc, MasterInvalid)
     kept = current.version if current else None
     log.error("symbol master refresh failed", extra={"fields": {"error": error, "reason": reason, "kept": kept}})
