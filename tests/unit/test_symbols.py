@@ -33,7 +33,7 @@ from common.selectors import parse_expiry, parse_strike
 from common.symbols import Contract, LoadStats, SymbolMaster
 from deploy.local import mastergen
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[1] / "fixtures"  # real Fyers rows, see its README
 NSE_FO_SAMPLE = DATA / "NSE_FO_sample.csv"
 OTHER_SAMPLE = DATA / "OTHER_MASTERS_sample.csv"
 
