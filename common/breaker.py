@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from common.clients import bounded_retry
 from common.records import SYSTEM
 
 BREAKER_DOC = "breaker"
@@ -37,13 +38,14 @@ class CircuitBreaker:
         self._threshold = threshold
         self._cooldown = cooldown
         self._timeout = timeout
+        self._retry = bounded_retry(timeout)
 
     @property
     def _ref(self) -> Any:
         return self._db.collection(SYSTEM).document(BREAKER_DOC)
 
     def state(self) -> BreakerState:
-        snap = self._ref.get(timeout=self._timeout)
+        snap = self._ref.get(timeout=self._timeout, retry=self._retry)
         return BreakerState.model_validate(snap.to_dict()) if snap.exists else BreakerState()
 
     def open_until(self, now: datetime) -> datetime | None:
@@ -78,4 +80,5 @@ class CircuitBreaker:
         """Close the breaker (only writes when it was not already clean)."""
         state = self.state()
         if state.consecutive_failures or state.state != "CLOSED":
-            self._ref.set(BreakerState(updated_at=now).model_dump(exclude_none=True), timeout=self._timeout)
+            self._ref.set(BreakerState(updated_at=now).model_dump(exclude_none=True),
+                          timeout=self._timeout, retry=self._retry)

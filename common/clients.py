@@ -47,3 +47,14 @@ def publisher_client() -> Any:
     # A webhook publishes one message per request; the default 10 ms batching delay
     # is pure latency here.
     return pubsub_v1.PublisherClient(batch_settings=pubsub_v1.types.BatchSettings(max_messages=1))
+
+
+def bounded_retry(deadline: float) -> Any:
+    """A retry policy for Firestore calls that gives up after ``deadline`` seconds in all.
+
+    The client's default retries transient errors for up to minutes: during an outage
+    one call would outlive the function's own timeout. Callers pass this with ``timeout``.
+    """
+    from google.api_core.retry import Retry
+
+    return Retry(initial=0.1, maximum=1.0, multiplier=2.0, timeout=deadline)

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict
 
+from common.clients import bounded_retry
 from common.records import SYSTEM
 
 CONTROLS_DOC = "controls"
@@ -40,6 +41,7 @@ class ControlsReader:
         self._db = db
         self._ttl = ttl
         self._timeout = timeout
+        self._retry = bounded_retry(timeout)
         self._clock = clock
         self._lock = threading.Lock()
         self._cached: tuple[float, Controls] | None = None
@@ -49,7 +51,7 @@ class ControlsReader:
         with self._lock:
             if self._cached and self._clock() - self._cached[0] < self._ttl:
                 return self._cached[1]
-        snap = self._db.collection(SYSTEM).document(CONTROLS_DOC).get(timeout=self._timeout)
+        snap = self._db.collection(SYSTEM).document(CONTROLS_DOC).get(timeout=self._timeout, retry=self._retry)
         controls = Controls.model_validate(snap.to_dict() or {}) if snap.exists else Controls()
         with self._lock:
             self._cached = (self._clock(), controls)

@@ -16,6 +16,7 @@ from typing import Any
 
 from common.errors import StoreUnavailable
 from common.idempotency import claim_doc_id
+from common.clients import bounded_retry
 from common.records import (
     ALERTS,
     DEDUPE,
@@ -69,6 +70,7 @@ class OrderStore:
     def __init__(self, db: Any, *, timeout: float) -> None:
         self._db = db
         self._timeout = timeout
+        self._retry = bounded_retry(timeout)
 
     @property
     def db(self) -> Any:
@@ -110,7 +112,7 @@ class OrderStore:
 
         try:
             refs = [self._db.collection(DEDUPE).document(claim_doc_id(c)) for c in claims]
-            for snap in self._db.get_all(refs, timeout=self._timeout):
+            for snap in self._db.get_all(refs, timeout=self._timeout, retry=self._retry):
                 if snap.exists:
                     order_id = snap.get("order_id")
                     return Duplicate(order_id=order_id, record=self.get(order_id))
@@ -192,16 +194,17 @@ class OrderStore:
         batch.set(ref.collection(EVENTS).document(_event_id(now)), OrderEvent(
             at=now, from_status=from_status.value if from_status else None, to_status=to.value, reason=reason, message=message, broker_code=broker_code,
             broker_message=broker_message, latency_ms=latency_ms, by=by).to_firestore())
-        batch.commit(timeout=self._timeout)
+        batch.commit(timeout=self._timeout, retry=self._retry)
 
     def update_fields(self, order_id: str, fields: dict[str, Any], *, now: datetime) -> None:
         """Record facts on the order without changing its status (LTP, contract, fills)."""
-        self._db.collection(ORDERS).document(order_id).update({**fields, "updated_at": now}, timeout=self._timeout)
+        self._db.collection(ORDERS).document(order_id).update({**fields, "updated_at": now},
+                                                              timeout=self._timeout, retry=self._retry)
 
     def add_event(self, order_id: str, event: OrderEvent) -> None:
         """Append an event without changing the order (a look-up, a wait, a note)."""
         ref = self._db.collection(ORDERS).document(order_id).collection(EVENTS).document(_event_id(event.at))
-        ref.set(event.to_firestore(), timeout=self._timeout)
+        ref.set(event.to_firestore(), timeout=self._timeout, retry=self._retry)
 
     def orders_of_day(self, day: str, statuses: list[OrderStatus] | None = None) -> list[OrderRecord]:
         """Orders created on an IST day (``YYYY-MM-DD``), optionally only in some statuses."""
@@ -210,7 +213,8 @@ class OrderStore:
         query = self._db.collection(ORDERS).where(filter=FieldFilter("created_day", "==", day))
         if statuses:
             query = query.where(filter=FieldFilter("status", "in", [s.value for s in statuses]))
-        return [OrderRecord.model_validate(d.to_dict()) for d in query.stream(timeout=self._timeout)]
+        docs = query.stream(timeout=self._timeout, retry=self._retry)
+        return [OrderRecord.model_validate(d.to_dict()) for d in docs]
 
     def count_day(self, day: str, statuses: list[OrderStatus]) -> int:
         """How many of an IST day's orders are in these statuses (an aggregation: no documents read)."""
@@ -218,7 +222,7 @@ class OrderStore:
 
         query = (self._db.collection(ORDERS).where(filter=FieldFilter("created_day", "==", day))
                  .where(filter=FieldFilter("status", "in", [s.value for s in statuses])))
-        return int(query.count().get(timeout=self._timeout)[0][0].value)
+        return int(query.count().get(timeout=self._timeout, retry=self._retry)[0][0].value)
 
     def record_bad_message(self, message_id: str | None, attributes: dict[str, str], error: str, now: datetime) -> None:
         """Keep a trace of a Pub/Sub message that could not be decoded (in ``alerts``, with its TTL)."""
@@ -232,12 +236,13 @@ class OrderStore:
 
     def get(self, order_id: str) -> OrderRecord | None:
         """The order document, or None."""
-        snap = self._db.collection(ORDERS).document(order_id).get(timeout=self._timeout)
+        snap = self._db.collection(ORDERS).document(order_id).get(timeout=self._timeout, retry=self._retry)
         return OrderRecord.model_validate(snap.to_dict()) if snap.exists else None
 
     def events(self, order_id: str) -> list[OrderEvent]:
         """The order's events, oldest first."""
-        docs = self._db.collection(ORDERS).document(order_id).collection(EVENTS).order_by("at").stream(timeout=self._timeout)
+        query = self._db.collection(ORDERS).document(order_id).collection(EVENTS).order_by("at")
+        docs = query.stream(timeout=self._timeout, retry=self._retry)
         return [OrderEvent.model_validate(d.to_dict()) for d in docs]
 
 
