@@ -7,7 +7,7 @@ with emulator-backed or failing parts.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from common.clients import Lazy, firestore_client
 from common.orders import OrderStore
@@ -15,6 +15,16 @@ from common.pubsub import Publisher
 from common.secrets import EnvSecretStore
 from common.settings import Settings
 from functions.webhook import WebhookDeps
+
+if TYPE_CHECKING:  # the other functions' modules are imported only by their own builders
+    from common.broker import FyersBroker
+    from functions.auth import AuthDeps
+    from functions.jobs.health import HealthDeps
+    from functions.jobs.reconcile import ReconcileDeps
+    from functions.jobs.session import SessionJobDeps
+    from functions.jobs.symbols import SymbolsDeps
+    from functions.order_worker import WorkerDeps
+    from functions.scheduler import SchedulerDeps
 
 
 def webhook_deps(settings: Settings, environ: Mapping[str, str]) -> WebhookDeps:
@@ -28,6 +38,12 @@ def webhook_deps(settings: Settings, environ: Mapping[str, str]) -> WebhookDeps:
         store=store.get,
         publisher=Publisher(settings.project, timeout=settings.publish_timeout),
     )
+
+
+def warm(deps: WebhookDeps) -> None:
+    """Create the webhook's Firestore and Pub/Sub clients ahead of the first alert."""
+    deps.store()
+    deps.publisher.warm()
 
 
 def _split(value: str | None) -> list[str]:
