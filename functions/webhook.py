@@ -207,8 +207,6 @@ def _audit(req: _Request, settings: Settings, outcome: str, status: int, *, orde
 
 
 def _audit_rejection(req: _Request, deps: WebhookDeps, exc: RouterError, status: int) -> None:
-    if isinstance(exc, MethodNotAllowed):
-        return  # probes and scanners: nothing an alert trail needs
     audit = _audit(req, deps.settings, "rejected" if status < 500 else "error", status, error=exc)
     try:
         deps.store().record_alert(audit)

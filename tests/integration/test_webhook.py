@@ -143,8 +143,9 @@ def test_non_json_is_400(client, body):
     assert answer.status_code == 400 and answer.get_json()["error"] == "BAD_REQUEST"
 
 
-def test_get_is_405(client):
+def test_get_is_405_and_audited(client, firestore_db):
     assert client.get("/").status_code == 405
+    assert any(a.get("reason") == "METHOD_NOT_ALLOWED" for a in alert_docs(firestore_db))
 
 
 def test_invalid_fields_are_400_listing_each_field(client, firestore_db, topics):
