@@ -119,24 +119,12 @@ class Alert(BaseModel):
     @field_validator("option_type", mode="before")
     @classmethod
     def _option_type(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            if not value.strip():
-                return None
-            normalised = _OPTION_TYPES.get(value.strip().upper())
-            if normalised is None:
-                raise ValueError("must be CE or PE (CALL/PUT accepted)")
-            return normalised
-        return value
+        return _from_table(value, _OPTION_TYPES, "must be CE or PE (CALL/PUT accepted)")
 
     @field_validator("order_type", mode="before")
     @classmethod
     def _order_type(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            normalised = _ORDER_TYPES.get(value.strip().upper().replace("_", "-"))
-            if normalised is None:
-                raise ValueError("must be MARKET, LIMIT, SL or SL-M")
-            return normalised
-        return value
+        return _from_table(value, _ORDER_TYPES, "must be MARKET, LIMIT, SL or SL-M")
 
     @field_validator("lots", mode="before")
     @classmethod
@@ -230,6 +218,18 @@ class Alert(BaseModel):
     def unknown_fields(self) -> dict[str, Any]:
         """Fields the router does not know, kept for the audit record."""
         return dict(self.model_extra or {})
+
+
+def _from_table(value: Any, table: dict[str, str], message: str) -> Any:
+    """A trader's spelling (``call``, ``sl_m``) mapped to the canonical value; blank means unset."""
+    if not isinstance(value, str):
+        return value
+    key = value.strip().upper().replace("_", "-")
+    if not key:
+        return None
+    if key not in table:
+        raise ValueError(message)
+    return table[key]
 
 
 def parse_alert(payload: dict[str, Any]) -> Alert:
