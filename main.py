@@ -2,13 +2,14 @@
 
 Configuration is read here, once per instance, and handed down. Each
 function's dependencies are built on its first request (lazily, thread-safely),
-so an instance serving one function never builds another's clients.
+so an instance serving one function never builds another's clients. Nothing is
+built at import: functions-framework imports this module in gunicorn's master
+process and then forks the worker, and gRPC clients do not survive a fork.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 
 import functions_framework
 
@@ -34,19 +35,6 @@ def webhook(request):
     """TradingView alert -> validated, deduped, recorded, queued. See functions/webhook.py."""
     return webhook_function.serve(request, _webhook.get())
 
-
-def _warm_webhook() -> None:
-    """Build the webhook's clients while the instance waits for its first alert: importing
-    and constructing the Firestore and Pub/Sub clients would otherwise cost that alert ~0.5 s
-    of TradingView's 3."""
-    try:
-        runtime.warm(_webhook.get())
-    except Exception:  # a failed warm-up only means the first request builds them itself
-        pass
-
-
-if os.environ.get("FUNCTION_TARGET") == "webhook":
-    threading.Thread(target=_warm_webhook, name="warm-webhook", daemon=True).start()
 
 
 _auth = Lazy(lambda: runtime.auth_deps(_settings.get(), os.environ))

@@ -17,10 +17,6 @@ class Publisher:
         self._timeout = timeout
         self._client = Lazy(client_factory)
 
-    def warm(self) -> None:
-        """Create the client now (it is otherwise created by the first publish)."""
-        self._client.get()
-
     def publish(self, topic: str, data: bytes, attributes: dict[str, str] | None = None) -> str:
         """Publish one message and return its message id, or raise :class:`PublishFailed`."""
         try:

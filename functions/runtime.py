@@ -40,12 +40,6 @@ def webhook_deps(settings: Settings, environ: Mapping[str, str]) -> WebhookDeps:
     )
 
 
-def warm(deps: WebhookDeps) -> None:
-    """Create the webhook's Firestore and Pub/Sub clients ahead of the first alert."""
-    deps.store()
-    deps.publisher.warm()
-
-
 def _split(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
