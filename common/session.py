@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import BaseModel, ConfigDict
 
+from common.clients import bounded_retry
 from common.errors import TokenDead
 from common.records import SYSTEM
 from common.secrets import CachedSecretStore
@@ -98,13 +99,14 @@ class SessionStore:
     def __init__(self, db: Any, *, timeout: float) -> None:
         self._db = db
         self._timeout = timeout
+        self._retry = bounded_retry(timeout)
 
     @property
     def _ref(self) -> Any:
         return self._db.collection(SYSTEM).document(SESSION_DOC)
 
     def get(self) -> BrokerSession:
-        snap = self._ref.get(timeout=self._timeout)
+        snap = self._ref.get(timeout=self._timeout, retry=self._retry)
         return BrokerSession.model_validate(snap.to_dict() or {}) if snap.exists else BrokerSession()
 
     def mark_authenticated(self, *, fy_id: str | None, name: str | None, expires_at: datetime | None,
@@ -112,13 +114,13 @@ class SessionStore:
         """A fresh login: replace the record (clearing the last refusal and the link bookkeeping)."""
         session = BrokerSession(status=SessionStatus.AUTHENTICATED, fy_id=fy_id, name=mask_name(name),
                                 expires_at=expires_at, logged_in_at=now, checked_at=now, message=message)
-        self._ref.set(session.model_dump(), timeout=self._timeout)
+        self._ref.set(session.model_dump(), timeout=self._timeout, retry=self._retry)
         return session
 
     def mark_needs_login(self, reason: str, message: str, now: datetime) -> None:
         """The token is dead: say why. Who was logged in, and the link bookkeeping, stay."""
         self._ref.set({"status": SessionStatus.NEEDS_LOGIN.value, "reason": reason, "message": message,
-                       "checked_at": now}, merge=True, timeout=self._timeout)
+                       "checked_at": now}, merge=True, timeout=self._timeout, retry=self._retry)
 
     def mark_checked(self, *, now: datetime, fy_id: str | None = None, name: str | None = None,
                      expires_at: datetime | None = None) -> None:
@@ -135,7 +137,7 @@ class SessionStore:
             update["name"] = mask_name(name)
         if expires_at:
             update["expires_at"] = expires_at
-        self._ref.set(update, merge=True, timeout=self._timeout)
+        self._ref.set(update, merge=True, timeout=self._timeout, retry=self._retry)
 
     def claim_login_notice(self, *, now: datetime, link_expires_at: datetime, every: timedelta) -> bool:
         """Take the right to send a NEEDS_LOGIN notice with a new link, at most once per ``every``.
