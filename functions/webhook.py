@@ -108,16 +108,16 @@ def _process(request: Any, req: _Request, deps: WebhookDeps) -> tuple[dict[str, 
     ident = identify(alert, header_key=request.headers.get("Idempotency-Key"),
                      now=req.received_at, window_seconds=settings.dedupe_window_seconds)
     set_order_id(ident.order_id)
-    command = _command(alert, ident, req, recorded=True)
+    command = _command(alert, ident, req)
     record = queued_record(command, recorded_by="webhook", now=req.received_at)
     try:
         duplicate = deps.store().accept(record, ident.claims, _audit(req, settings, "accepted", 200, order_id=ident.order_id))
     except StoreUnavailable as exc:
         log.error("Firestore unavailable; queueing without a record", extra={"fields": {"error": exc.message}})
-        return _publish_unrecorded(alert, ident, req, deps)
+        return _publish_unrecorded(command.model_copy(update={"recorded": False}), req, deps)
     if duplicate is not None:
         return _answer_duplicate(duplicate, command, req, deps)
-    return _publish(command, ident.order_id, req, deps)
+    return _publish(command, req, deps)
 
 
 # --- the request ------------------------------------------------------------------
@@ -183,11 +183,11 @@ def _source_ip(request: Any) -> str | None:
 # --- records --------------------------------------------------------------------
 
 
-def _command(alert: Alert, ident: Identity, req: _Request, *, recorded: bool) -> OrderCommand:
+def _command(alert: Alert, ident: Identity, req: _Request) -> OrderCommand:
     return OrderCommand(
         order_id=ident.order_id, idempotency_key=ident.key, key_source=ident.source, claims=list(ident.claims),
         alert=redact(alert.order_fields(), req.secrets), received_at=req.received_at, alert_time=alert.time,
-        request_id=req.request_id, source_ip=req.source_ip, recorded=recorded,
+        request_id=req.request_id, source_ip=req.source_ip,
     )
 
 
@@ -217,18 +217,23 @@ def _audit_rejection(req: _Request, deps: WebhookDeps, exc: RouterError, status:
 # --- outcomes -------------------------------------------------------------------
 
 
-def _publish(command: OrderCommand, order_id: str, req: _Request, deps: WebhookDeps) -> tuple[dict[str, Any], int]:
+def _enqueue(command: OrderCommand, deps: WebhookDeps) -> str:
+    """Publish the order command to the orders topic; its message id, or PublishFailed."""
+    return deps.publisher.publish_json(deps.settings.orders_topic, command.model_dump(mode="json"),
+                                       command.attributes())
+
+
+def _publish(command: OrderCommand, req: _Request, deps: WebhookDeps) -> tuple[dict[str, Any], int]:
     try:
-        message_id = deps.publisher.publish_json(deps.settings.orders_topic, command.model_dump(mode="json"),
-                                                 command.attributes())
+        message_id = _enqueue(command, deps)
     except PublishFailed as exc:
         # Recorded but not queued: a 503 makes TradingView re-send, and the re-send
         # (a duplicate of an unpublished order) publishes it. See _answer_duplicate.
         log.error("order recorded but not published", extra={"fields": {"alert": req.redacted_payload()}})
         raise ServiceUnavailable("The order could not be queued; TradingView will retry.") from exc
-    deps.store().mark_published(order_id, message_id, deps.clock())
+    deps.store().mark_published(command.order_id, message_id, deps.clock())
     log.info("alert accepted", extra={"fields": {"message_id": message_id, "key_source": command.key_source}})
-    return {"status": "accepted", "order_id": order_id}, 200
+    return {"status": "accepted", "order_id": command.order_id}, 200
 
 
 def _answer_duplicate(duplicate: Duplicate, command: OrderCommand, req: _Request,
@@ -240,7 +245,7 @@ def _answer_duplicate(duplicate: Duplicate, command: OrderCommand, req: _Request
     if orphaned:
         original = command.model_copy(update={"order_id": order_id, "idempotency_key": record.idempotency_key})
         log.warning("re-publishing an order whose first publish failed")
-        return _publish(original, order_id, req, deps)
+        return _publish(original, req, deps)
     audit = _audit(req, deps.settings, "duplicate", 200, order_id=order_id)
     deps.store().record_alert(audit)
     log.info("duplicate alert", extra={"fields": {"winner": order_id}})
@@ -250,18 +255,15 @@ def _answer_duplicate(duplicate: Duplicate, command: OrderCommand, req: _Request
     return body, 200
 
 
-def _publish_unrecorded(alert: Alert, ident: Identity, req: _Request,
-                        deps: WebhookDeps) -> tuple[dict[str, Any], int]:
+def _publish_unrecorded(command: OrderCommand, req: _Request, deps: WebhookDeps) -> tuple[dict[str, Any], int]:
     """Firestore is down: queue anyway, flagged, so the worker records and dedupes it."""
-    command = _command(alert, ident, req, recorded=False)
     try:
-        message_id = deps.publisher.publish_json(deps.settings.orders_topic, command.model_dump(mode="json"),
-                                                 command.attributes())
+        message_id = _enqueue(command, deps)
     except PublishFailed:
         # Last-resort record: the log line holds everything needed to place it by hand.
         log.critical("alert LOST: neither Firestore nor Pub/Sub took it",
-                     extra={"fields": {"alert": req.redacted_payload(), "order_id": ident.order_id}})
+                     extra={"fields": {"alert": req.redacted_payload(), "order_id": command.order_id}})
         raise ServiceUnavailable("The router is temporarily unavailable; TradingView will retry.") from None
     log.warning("alert queued without a Firestore record",
                 extra={"fields": {"message_id": message_id, "alert": req.redacted_payload()}})
-    return {"status": "accepted", "order_id": ident.order_id, "recorded": False}, 200
+    return {"status": "accepted", "order_id": command.order_id, "recorded": False}, 200
