@@ -132,7 +132,7 @@ def _process(command: OrderCommand, deps: WorkerDeps) -> None:
     job = _Job(command, claim.record, signal_time + timedelta(seconds=deps.settings.max_order_age_seconds))
     if claim.previous in (OrderStatus.PLACING, OrderStatus.UNKNOWN):
         # A takeover: an earlier attempt may have reached the broker. Look before placing.
-        if _found_in_book(job, deps, reason="TAKEOVER_LOOKUP"):
+        if _found_in_book(job, deps, reason="TAKEOVER_LOOKUP", current=OrderStatus.PLACING):
             return
     _guard_and_place(job, deps)
 
@@ -238,21 +238,16 @@ def _read_back(job: _Job, broker_order_id: str, deps: WorkerDeps) -> None:
         order = _call(job, deps, "order_by_id", broker_order_id, budget=5.0)
     except (BrokerError, RateLimitBudgetExceeded):
         return  # the scheduler's reconcile job will read it later
-    if order is None:
-        return
-    if order.status == 5:
-        _finish(job, deps, OrderStatus.REJECTED, "BROKER_REJECTED", order.message or "Rejected by Fyers RMS.",
-                fields=_fill_fields(order), broker_message=order.message, from_status=OrderStatus.PLACED)
-    else:
-        deps.store.update_fields(job.record.order_id, _fill_fields(order), now=deps.clock())
+    if order is not None:
+        _apply_book_order(job, deps, order, OrderStatus.PLACED)
 
 
 def _resolve_ambiguous(job: _Job, request: OrderRequest, deps: WorkerDeps, attempt: int) -> None:
     """UNKNOWN: found in the book -> PLACED; absent twice -> place again (once, in budget)."""
-    if _found_in_book(job, deps, reason="BOOK_LOOKUP", request=request):
+    if _found_in_book(job, deps, reason="BOOK_LOOKUP", current=OrderStatus.UNKNOWN, request=request):
         return
     deps.sleep(deps.recheck_delay)
-    if _found_in_book(job, deps, reason="BOOK_RECHECK", request=request):
+    if _found_in_book(job, deps, reason="BOOK_RECHECK", current=OrderStatus.UNKNOWN, request=request):
         return
     now = deps.clock()
     if attempt >= 2 or now > job.deadline:
@@ -267,8 +262,9 @@ def _resolve_ambiguous(job: _Job, request: OrderRequest, deps: WorkerDeps, attem
     _place(job, request, deps, attempt + 1)
 
 
-def _found_in_book(job: _Job, deps: WorkerDeps, *, reason: str, request: OrderRequest | None = None) -> bool:
-    """Look for this order in the broker's book. True (and PLACED recorded) when found.
+def _found_in_book(job: _Job, deps: WorkerDeps, *, reason: str, current: OrderStatus,
+                   request: OrderRequest | None = None) -> bool:
+    """Look for this order (now in ``current`` status) in the broker's book. True when settled.
 
     A failed look-up raises :class:`Retry` in budget, or leaves the order UNKNOWN: never
     place again without having seen the book.
@@ -279,27 +275,35 @@ def _found_in_book(job: _Job, deps: WorkerDeps, *, reason: str, request: OrderRe
         message = getattr(exc, "message", str(exc))
         if deps.clock() < job.deadline and not isinstance(exc, (TokenDead, BrokerRejected)):
             deps.store.transition(job.record.order_id, OrderStatus.UNKNOWN, now=deps.clock(), by=deps.worker_id,
-                                  reason="LOOKUP_FAILED", message=f"Order book look-up failed: {message}. Will retry.",
+                                  from_status=current, reason="LOOKUP_FAILED",
+                                  message=f"Order book look-up failed: {message}. Will retry.",
                                   fields={"lease_until": deps.clock()})
             raise Retry(message) from exc
         _finish(job, deps, OrderStatus.UNKNOWN, "LOOKUP_FAILED",
-                f"Could not read the Fyers order book ({message}). Check Fyers before acting.")
+                f"Could not read the Fyers order book ({message}). Check Fyers before acting.", from_status=current)
         return True
     deps.store.add_event(job.record.order_id, OrderEvent(
-        at=deps.clock(), to_status=OrderStatus.UNKNOWN.value, reason=reason, by=deps.worker_id,
+        at=deps.clock(), to_status=current.value, reason=reason, by=deps.worker_id,
         message=f"Order book look-up: {'found ' + order.id if order else 'not found'}."))
     if order is None:
         return False
-    result = PlaceResult(order.id, 200, "Found in the order book")
+    _apply_book_order(job, deps, order, current)
+    return True
+
+
+def _apply_book_order(job: _Job, deps: WorkerDeps, order: BrokerOrder, current: OrderStatus) -> None:
+    """Record what Fyers' book says of our order: rejected (status 5), else placed, with its fills."""
+    fields = {"broker_order_id": order.id, **_fill_fields(order)}
     if order.status == 5:
-        _finish(job, deps, OrderStatus.REJECTED, "BROKER_REJECTED", order.message or "Rejected by Fyers.",
-                fields={"broker_order_id": order.id, **_fill_fields(order)}, broker_message=order.message)
+        _finish(job, deps, OrderStatus.REJECTED, "BROKER_REJECTED", order.message or "Rejected by Fyers RMS.",
+                fields=fields, broker_message=order.message, from_status=current)
+    elif current == OrderStatus.PLACED:
+        deps.store.update_fields(job.record.order_id, fields, now=deps.clock())
     else:
         deps.store.transition(job.record.order_id, OrderStatus.PLACED, now=deps.clock(), by=deps.worker_id,
-                              from_status=OrderStatus.UNKNOWN, reason="FOUND_IN_BOOK", message=f"Fyers order {order.id} found in the book.",
-                              fields={"broker_order_id": result.order_id, "placed_at": deps.clock(),
-                                      **_fill_fields(order)})
-    return True
+                              from_status=current, reason="FOUND_IN_BOOK",
+                              message=f"Fyers order {order.id} found in the book.",
+                              fields={**fields, "placed_at": deps.clock()})
 
 
 def _lookup(job: _Job, deps: WorkerDeps, request: OrderRequest | None) -> BrokerOrder | None:
