@@ -16,13 +16,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from enum import StrEnum
 from typing import TYPE_CHECKING, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.errors import SecretNotFound
+from common.records import IST
 
 if TYPE_CHECKING:
     from common.secrets import SecretStore
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
 TELEGRAM_TOKEN_SECRET = "TELEGRAM_BOT_TOKEN"
 TELEGRAM_MAX_CHARS = 4000  # Telegram's limit is 4096 UTF-16 units; emoji take two.
 _MAX_RESPONSE_BYTES = 64 * 1024

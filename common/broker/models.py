@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from common.errors import ValidationFailed
+from common.records import IST
 
-IST = timezone(timedelta(hours=5, minutes=30))
 
 STATUS_NAMES = {1: "CANCELLED", 2: "FILLED", 4: "TRANSIT", 5: "REJECTED", 6: "PENDING", 7: "EXPIRED"}
 FINAL_STATUSES = frozenset({1, 2, 5, 7})
