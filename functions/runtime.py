@@ -18,6 +18,8 @@ from functions.webhook import WebhookDeps
 
 if TYPE_CHECKING:  # the other functions' modules are imported only by their own builders
     from common.broker import FyersBroker
+    from common.notify import Notifier
+    from common.secrets import SecretStore
     from functions.auth import AuthDeps
     from functions.jobs.health import HealthDeps
     from functions.jobs.reconcile import ReconcileDeps
@@ -48,19 +50,23 @@ def auth_deps(settings: Settings, environ: Mapping[str, str]) -> "AuthDeps":
     """The auth function's parts: the configured secret store (it writes the day's token),
     Firestore, and the notifier. Imported here, not at the top, to keep them off the
     webhook's cold start."""
-    from common.notify import Notifier
     from common.secrets import make_secret_store
     from functions.auth import AuthDeps
 
     secrets = make_secret_store(settings, environ)
     db = Lazy(lambda: firestore_client(settings.project))
-    publisher = Publisher(settings.project, timeout=settings.publish_timeout)
-    return AuthDeps(settings=settings, secrets=secrets, db=db.get,
-                    notifier=Notifier(settings, publisher.publish, secrets))
+    return AuthDeps(settings=settings, secrets=secrets, db=db.get, notifier=_notifier(settings, secrets))
 
 
-# The worker has no 3-second caller waiting on it: Firestore may take its time.
-_WORKER_STORE_TIMEOUT = 10.0
+# The worker and the jobs have no 3-second caller waiting on them: Firestore may take its time.
+_BACKGROUND_STORE_TIMEOUT = 10.0
+
+
+def _notifier(settings: Settings, secrets: "SecretStore") -> "Notifier":
+    """Notifications on the notifications topic (and Telegram/webhook when configured)."""
+    from common.notify import Notifier
+
+    return Notifier(settings, Publisher(settings.project, timeout=settings.publish_timeout).publish, secrets)
 
 
 def worker_deps(settings: Settings, environ: Mapping[str, str]) -> "WorkerDeps":
@@ -73,7 +79,6 @@ def worker_deps(settings: Settings, environ: Mapping[str, str]) -> "WorkerDeps":
     from common.broker import FyersBroker
     from common.controls import ControlsReader
     from common.master_store import MasterRepository
-    from common.notify import Notifier
     from common.ratelimit import SlidingWindowLimiter
     from common.secrets import make_secret_store
     from common.session import SessionStore, TokenReader
@@ -82,28 +87,23 @@ def worker_deps(settings: Settings, environ: Mapping[str, str]) -> "WorkerDeps":
     secrets = make_secret_store(settings, environ)
     db = firestore_client(settings.project)
     tokens = TokenReader(secrets, ttl_seconds=settings.token_cache_seconds)
-    sessions = SessionStore(db, timeout=_WORKER_STORE_TIMEOUT)
+    sessions = SessionStore(db, timeout=_BACKGROUND_STORE_TIMEOUT)
     masters = MasterRepository(db, make_artifact_store(settings), check_seconds=settings.master_check_seconds)
-    publisher = Publisher(settings.project, timeout=settings.publish_timeout)
     return WorkerDeps(
         settings=settings,
-        store=OrderStore(db, timeout=_WORKER_STORE_TIMEOUT),
-        controls=ControlsReader(db, ttl=settings.controls_cache_seconds, timeout=_WORKER_STORE_TIMEOUT),
+        store=OrderStore(db, timeout=_BACKGROUND_STORE_TIMEOUT),
+        controls=ControlsReader(db, ttl=settings.controls_cache_seconds, timeout=_BACKGROUND_STORE_TIMEOUT),
         breaker=CircuitBreaker(db, threshold=settings.breaker_threshold,
                                cooldown=timedelta(seconds=settings.breaker_cooldown_seconds),
-                               timeout=_WORKER_STORE_TIMEOUT),
+                               timeout=_BACKGROUND_STORE_TIMEOUT),
         master=masters.current,
         broker=FyersBroker.from_settings(settings, secrets.get("FYERS_APP_ID"), tokens.get),
         invalidate_token=tokens.invalidate,
         needs_login=lambda reason, now: sessions.mark_needs_login("TOKEN_DEAD", reason, now),
-        notify=Notifier(settings, publisher.publish, secrets).send,
+        notify=_notifier(settings, secrets).send,
         limiter=SlidingWindowLimiter(settings.orders_per_second, settings.orders_per_minute),
         worker_id=f"{environ.get('K_REVISION', 'local')}-{uuid.uuid4().hex[:6]}",
     )
-
-
-# Maintenance jobs have no caller waiting: Firestore may take its time.
-_JOB_STORE_TIMEOUT = 10.0
 
 
 def scheduler_deps(settings: Settings, environ: Mapping[str, str]) -> "SchedulerDeps":
@@ -111,16 +111,15 @@ def scheduler_deps(settings: Settings, environ: Mapping[str, str]) -> "Scheduler
     repository shared by the jobs; each job's own dependencies built on its first run."""
     from common.artifacts import make_artifact_store
     from common.master_store import MasterRepository
-    from common.notify import Notifier
     from common.secrets import make_secret_store
     from functions.scheduler import SchedulerDeps
 
     secrets = make_secret_store(settings, environ)  # uncached: the session job must see a fresh login
     db = Lazy(lambda: firestore_client(settings.project))
-    publisher = Publisher(settings.project, timeout=settings.publish_timeout)
-    notifier = Notifier(settings, publisher.publish, secrets)
+    notifier = _notifier(settings, secrets)
     masters = Lazy(lambda: MasterRepository(db.get(), make_artifact_store(settings),
-                                            check_seconds=settings.master_check_seconds, timeout=_JOB_STORE_TIMEOUT))
+                                            check_seconds=settings.master_check_seconds,
+                                            timeout=_BACKGROUND_STORE_TIMEOUT))
 
     def session() -> "SessionJobDeps":
         from functions.jobs.session import SessionJobDeps
@@ -145,13 +144,13 @@ def scheduler_deps(settings: Settings, environ: Mapping[str, str]) -> "Scheduler
     def reconcile() -> "ReconcileDeps":
         from functions.jobs.reconcile import ReconcileDeps
 
-        return ReconcileDeps(settings=settings, store=OrderStore(db.get(), timeout=_JOB_STORE_TIMEOUT),
-                             broker=broker.get, notifier=notifier, timeout=_JOB_STORE_TIMEOUT)
+        return ReconcileDeps(settings=settings, store=OrderStore(db.get(), timeout=_BACKGROUND_STORE_TIMEOUT),
+                             broker=broker.get, notifier=notifier, timeout=_BACKGROUND_STORE_TIMEOUT)
 
     def health() -> "HealthDeps":
         from functions.jobs.health import HealthDeps
 
         return HealthDeps(settings=settings, db=db.get(), masters=masters.get(), notifier=notifier,
-                          timeout=_JOB_STORE_TIMEOUT)
+                          timeout=_BACKGROUND_STORE_TIMEOUT)
 
     return SchedulerDeps(settings=settings, session=session, symbols=symbols, reconcile=reconcile, health=health)
