@@ -33,7 +33,6 @@ from common.secrets import CachedSecretStore
 
 if TYPE_CHECKING:
     from common.secrets import SecretStore
-    from common.settings import Settings
 
 SESSION_DOC = "broker_session"
 LOGIN_LINKS = "login_links"
@@ -213,11 +212,6 @@ class TokenReader:
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._cache = CachedSecretStore(secrets, ttl_seconds, monotonic)
         self._now = wall_clock
-
-    @classmethod
-    def from_settings(cls, secrets: SecretStore, settings: Settings) -> TokenReader:
-        """A reader caching for ``settings.token_cache_seconds``."""
-        return cls(secrets, ttl_seconds=settings.token_cache_seconds)
 
     def get(self) -> str:
         from common.broker.auth import token_expiry

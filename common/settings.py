@@ -11,9 +11,12 @@ from __future__ import annotations
 from datetime import time
 from typing import Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from common.clock import Clock, shifted_clock
 from common.errors import ConfigError
+
+FYERS_PRODUCTION_API = "https://api-t1.fyers.in/api/v3"
 
 # TradingView's webhook senders (shared/tradingview.md); ALLOWED_SOURCE_IPS=tradingview uses them.
 TRADINGVIEW_IPS = ("52.89.214.238", "34.212.75.30", "54.218.53.128", "52.32.178.7")
@@ -43,7 +46,7 @@ class Settings(BaseModel):
     artifact_dir: str = Field("/tmp/tv-fyers-artifacts", alias="ARTIFACT_DIR")
 
     # --- Fyers ---
-    fyers_api_base: str = Field("https://api-t1.fyers.in/api/v3", alias="FYERS_API_BASE")
+    fyers_api_base: str = Field(FYERS_PRODUCTION_API, alias="FYERS_API_BASE")
     fyers_data_base: str = Field("https://api-t1.fyers.in/data", alias="FYERS_DATA_BASE")
     symbol_master_base: str = Field("https://public.fyers.in/sym_details", alias="SYMBOL_MASTER_BASE")
     symbol_masters: list[str] = Field(["NSE_FO", "BSE_FO", "NSE_CM"], alias="SYMBOL_MASTERS")
@@ -93,6 +96,9 @@ class Settings(BaseModel):
     login_link_ttl_seconds: int = Field(4 * 3600, alias="LOGIN_LINK_TTL_SECONDS", gt=0)
 
     log_level: str = Field("INFO", alias="LOG_LEVEL")
+    # Local runs and tests only: the router's clock runs this far from the wall clock, so a
+    # stack can live at another date (common/clock.py). Refused against the real Fyers API.
+    clock_shift_seconds: float = Field(0.0, alias="CLOCK_SHIFT_SECONDS")
 
     _split = field_validator(
         "symbol_masters", "allowed_source_ips", "allowed_symbols", "market_holidays",
@@ -117,6 +123,16 @@ class Settings(BaseModel):
     def _strip_slash(cls, url: str) -> str:
         return url.rstrip("/")
 
+    @model_validator(mode="after")
+    def _real_time_at_the_real_broker(self) -> "Settings":
+        if self.clock_shift_seconds and self.fyers_api_base == FYERS_PRODUCTION_API:
+            raise ValueError("CLOCK_SHIFT_SECONDS is for local runs: unset it, or point FYERS_API_BASE at a simulator")
+        return self
+
+    def clock(self) -> Clock:
+        """The router's clock: the wall clock, shifted by ``CLOCK_SHIFT_SECONDS``."""
+        return shifted_clock(self.clock_shift_seconds)
+
     @property
     def secrets_project(self) -> str:
         """Project that holds the secrets (the router's own unless SECRET_PROJECT says otherwise)."""
@@ -131,5 +147,5 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     try:
         return Settings.model_validate(values)
     except ValidationError as exc:
-        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" if e["loc"] else e["msg"] for e in exc.errors())
         raise ConfigError(f"Invalid configuration: {problems}") from None

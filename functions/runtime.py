@@ -39,6 +39,7 @@ def webhook_deps(settings: Settings, environ: Mapping[str, str]) -> WebhookDeps:
         webhook_secrets=lambda: _split(secrets.get_optional("WEBHOOK_SECRET")),
         store=store.get,
         publisher=Publisher(settings.project, timeout=settings.publish_timeout),
+        clock=settings.clock(),
     )
 
 
@@ -55,7 +56,8 @@ def auth_deps(settings: Settings, environ: Mapping[str, str]) -> "AuthDeps":
 
     secrets = make_secret_store(settings, environ)
     db = Lazy(lambda: firestore_client(settings.project))
-    return AuthDeps(settings=settings, secrets=secrets, db=db.get, notifier=_notifier(settings, secrets))
+    return AuthDeps(settings=settings, secrets=secrets, db=db.get, notifier=_notifier(settings, secrets),
+                    clock=settings.clock())
 
 
 # The worker and the jobs have no 3-second caller waiting on them: Firestore may take its time.
@@ -86,7 +88,8 @@ def worker_deps(settings: Settings, environ: Mapping[str, str]) -> "WorkerDeps":
 
     secrets = make_secret_store(settings, environ)
     db = firestore_client(settings.project)
-    tokens = TokenReader(secrets, ttl_seconds=settings.token_cache_seconds)
+    clock = settings.clock()
+    tokens = TokenReader(secrets, ttl_seconds=settings.token_cache_seconds, wall_clock=clock)
     sessions = SessionStore(db, timeout=_BACKGROUND_STORE_TIMEOUT)
     masters = MasterRepository(db, make_artifact_store(settings), check_seconds=settings.master_check_seconds)
     return WorkerDeps(
@@ -103,6 +106,7 @@ def worker_deps(settings: Settings, environ: Mapping[str, str]) -> "WorkerDeps":
         notify=_notifier(settings, secrets).send,
         limiter=SlidingWindowLimiter(settings.orders_per_second, settings.orders_per_minute),
         worker_id=f"{environ.get('K_REVISION', 'local')}-{uuid.uuid4().hex[:6]}",
+        clock=clock,
     )
 
 
@@ -115,6 +119,7 @@ def scheduler_deps(settings: Settings, environ: Mapping[str, str]) -> "Scheduler
     from functions.scheduler import SchedulerDeps
 
     secrets = make_secret_store(settings, environ)  # uncached: the session job must see a fresh login
+    clock = settings.clock()
     db = Lazy(lambda: firestore_client(settings.project))
     notifier = _notifier(settings, secrets)
     masters = Lazy(lambda: MasterRepository(db.get(), make_artifact_store(settings),
@@ -137,7 +142,7 @@ def scheduler_deps(settings: Settings, environ: Mapping[str, str]) -> "Scheduler
 
         # The token is read on every call, uncached: a run must see the morning login. The
         # adapter rebuilds its SDK model only when the token changes.
-        return FyersBroker.from_settings(settings, secrets.get("FYERS_APP_ID"), TokenReader(secrets, ttl_seconds=0).get)
+        return FyersBroker.from_settings(settings, secrets.get("FYERS_APP_ID"), TokenReader(secrets, ttl_seconds=0, wall_clock=clock).get)
 
     broker = Lazy(fyers)
 
@@ -153,4 +158,5 @@ def scheduler_deps(settings: Settings, environ: Mapping[str, str]) -> "Scheduler
         return HealthDeps(settings=settings, db=db.get(), masters=masters.get(), notifier=notifier,
                           timeout=_BACKGROUND_STORE_TIMEOUT)
 
-    return SchedulerDeps(settings=settings, session=session, symbols=symbols, reconcile=reconcile, health=health)
+    return SchedulerDeps(settings=settings, session=session, symbols=symbols, reconcile=reconcile, health=health,
+                         clock=clock)

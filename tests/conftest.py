@@ -20,6 +20,24 @@ from deploy.local import emulators as emu
 GOLDEN = Path(__file__).parent / "golden"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--at", default=os.environ.get("TEST_AT", "all"),
+                     help="the instants the date-dependent tests run at: all (default), edges, now, an edge's "
+                          "name, or an ISO instant with its zone (tests/clock.py)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test that takes ``instant`` runs once per instant chosen with ``--at``."""
+    if "instant" in metafunc.fixturenames:
+        from tests.clock import chosen
+
+        try:
+            instants = chosen(metafunc.config.getoption("--at"))
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        metafunc.parametrize("instant", instants, ids=[i.name for i in instants], scope="session")
+
+
 @pytest.fixture(autouse=True)
 def isolated_environ() -> Iterator[None]:
     """Every test starts from the same environment and cannot leak changes into the next."""

@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import threading
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
 from werkzeug.serving import make_server
 
 from common.artifacts import LocalDirStore
+from common.clock import Clock, wall_clock
 from common.master_store import MasterRepository
 from deploy.local.emulators import free_port
 
@@ -21,13 +21,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @contextmanager
 def local_pipeline(*, project: str, db: Any, sim: Any, app_id: str, masters: dict[str, str], artifacts: Path,
-                   orders_topic: str, env: dict[str, str]) -> Iterator[Any]:
-    """Publish the master, serve ``main.order_worker``, subscribe it by push; yield a webhook test client."""
+                   orders_topic: str, env: dict[str, str], clock: Clock = wall_clock) -> Iterator[Any]:
+    """Publish the master, serve ``main.order_worker``, subscribe it by push; yield a webhook test client.
+
+    ``clock`` is the simulator's; ``env`` carries the same clock for the router (``CLOCK_SHIFT_SECONDS``).
+    """
     from functions_framework import create_app
     from google.cloud import pubsub_v1
 
     MasterRepository(db, LocalDirStore(artifacts), check_seconds=60).publish(
-        {name: text.encode() for name, text in masters.items()}, source="generated", now=datetime.now(timezone.utc))
+        {name: text.encode() for name, text in masters.items()}, source="generated", now=clock())
     os.environ.update({
         "SECRET_BACKEND": "env", "FYERS_APP_ID": app_id, "FYERS_ACCESS_TOKEN": sim.mint_token(app_id),
         "FYERS_API_BASE": sim.api_base, "FYERS_DATA_BASE": sim.data_base, "ARTIFACT_BACKEND": "local",

@@ -127,6 +127,7 @@ def _client_on(host: str | None, variable: str, factory: Callable[[], Any]) -> A
 import base64  # noqa: E402
 import itertools  # noqa: E402
 import uuid  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from datetime import date, timedelta  # noqa: E402
 
 from common.breaker import CircuitBreaker  # noqa: E402
@@ -138,10 +139,14 @@ from common.symbols import SymbolMaster  # noqa: E402
 from deploy.local.fyers_simulator import FyersSimulator  # noqa: E402
 from deploy.local.mastergen import generate_masters  # noqa: E402
 from functions.order_worker import WorkerDeps  # noqa: E402
+from tests.clock import BASELINE, HOLIDAYS, Instant, ShiftedClock  # noqa: E402
 
 IST = timezone(timedelta(hours=5, minutes=30))
-TODAY = date(2026, 11, 23)  # a Monday; NIFTY's weekly expiry on the 24th is also the monthly
-MARKET_NOW = datetime(2026, 11, 23, 10, 0, tzinfo=IST)
+# Tests that name contracts literally live at the baseline instant (a Monday; NIFTY's weekly
+# expiry on the 24th is also the monthly), on clocks they inject; date-dependent tests take
+# the ``world`` of each instant chosen with --at instead.
+MARKET_NOW = BASELINE.at
+TODAY = MARKET_NOW.date()
 APP_ID = "ROUTERAPP1-100"
 APP_SECRET = "router-app-secret-5e6f"
 NIFTY_SPOT = 24512.0  # ATM 24500
@@ -193,13 +198,16 @@ def worker_factory(emulators, clean_firestore, topics, sim, symbol_master, gcp_p
     """Build ``WorkerDeps`` on the emulators and the simulator; tests tweak what they need."""
     from common.broker import FyersBroker
 
-    def build(*, clock: Clock | None = None, read_timeout: float = 1.0, **overrides: str) -> WorkerDeps:
+    def build(*, clock: Clock | None = None, read_timeout: float = 1.0, world: "World | None" = None,
+              **overrides: str) -> WorkerDeps:
+        """A worker on the baseline simulator and master, or on ``world``'s."""
+        broker_sim, master = (world.sim, world.master) if world else (sim, symbol_master)
         env = {**os.environ, **topics.env(), "ENFORCE_MARKET_HOURS": "true", **overrides}
         settings = load_settings(env)
         clock = clock or Clock(MARKET_NOW)
         db = firestore_client(gcp_project)
-        tokens = TokenBox(sim.mint_token(APP_ID))
-        broker = FyersBroker(APP_ID, tokens.get, api_base=sim.api_base, data_base=sim.data_base,
+        tokens = TokenBox(broker_sim.mint_token(APP_ID))
+        broker = FyersBroker(APP_ID, tokens.get, api_base=broker_sim.api_base, data_base=broker_sim.data_base,
                              connect_timeout=0.5, read_timeout=read_timeout)
         publisher = Publisher(gcp_project, timeout=5)
         notifier = Notifier(settings, publisher.publish, InMemorySecretStore())
@@ -209,7 +217,7 @@ def worker_factory(emulators, clean_firestore, topics, sim, symbol_master, gcp_p
             controls=ControlsReader(db, ttl=0, timeout=5),
             breaker=CircuitBreaker(db, threshold=settings.breaker_threshold,
                                    cooldown=timedelta(seconds=settings.breaker_cooldown_seconds), timeout=5),
-            master=lambda: symbol_master, broker=broker, invalidate_token=tokens.invalidate,
+            master=lambda: master, broker=broker, invalidate_token=tokens.invalidate,
             needs_login=lambda reason, now: needs_login.append(reason), notify=notifier.send,
             limiter=SlidingWindowLimiter(settings.orders_per_second, settings.orders_per_minute),
             worker_id=f"worker-{uuid.uuid4().hex[:6]}", clock=clock, sleep=lambda s: clock.advance(s),
@@ -235,3 +243,57 @@ def cloud_event(message: Any) -> Any:
                        "source": "//pubsub.googleapis.com/projects/p/topics/orders", "id": msg_id},
                       {"message": {"data": base64.b64encode(data).decode(), "attributes": attributes,
                                    "messageId": msg_id}})
+
+
+# --- one instant's world: the simulator, masters and clock shared with the router ------
+
+
+@dataclass
+class World:
+    """An instant's world: that day's masters, a simulator serving them, and the clock that the
+    simulator and the router (through :meth:`env`) share. The clock starts at the instant."""
+
+    instant: Instant
+    masters: dict[str, str]
+    master: SymbolMaster
+    sim: FyersSimulator
+    clock: ShiftedClock
+
+    @property
+    def today(self) -> date:
+        return self.instant.at.astimezone(IST).date()
+
+    def env(self) -> dict[str, str]:
+        """The router's settings for this world: its clock and the holidays a deployment configures."""
+        return {**self.clock.env(), "MARKET_HOLIDAYS": ",".join(HOLIDAYS)}
+
+
+@pytest.fixture(scope="session")
+def worlds() -> Iterator[Callable[[Instant], World]]:
+    """One simulator per instant, started on first use and kept for the session."""
+    built: dict[str, World] = {}
+
+    def world_of(instant: Instant) -> World:
+        if instant.name not in built:
+            masters = generate_masters(instant.at.astimezone(IST).date())
+            clock = ShiftedClock()
+            simulator = FyersSimulator(masters=list(masters.values()), apps={APP_ID: APP_SECRET}, clock=clock,
+                                       auto_approve=True, rate_per_second=10_000, rate_per_minute=100_000).start()
+            built[instant.name] = World(instant, masters, SymbolMaster.from_csv(*masters.values()), simulator, clock)
+        return built[instant.name]
+
+    yield world_of
+    for world in built.values():
+        world.sim.stop()
+
+
+@pytest.fixture
+def world(request: pytest.FixtureRequest, worlds: Callable[[Instant], World]) -> World:
+    """The world of the test's ``instant`` (the baseline for a test that takes none), reset, its
+    clock at the instant and the NIFTY index priced for a known ATM."""
+    instant = request.getfixturevalue("instant") if "instant" in request.fixturenames else BASELINE
+    w = worlds(instant)
+    w.sim.reset()
+    w.clock.start_at(instant.at)
+    w.sim.set_price("NSE:NIFTY50-INDEX", NIFTY_SPOT)
+    return w

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +22,13 @@ from common.idempotency import order_id_for
 from common.master_store import MasterRepository
 from common.notify import Notifier
 from common.pubsub import Publisher
-from common.records import IST, ORDERS, OrderRecord, OrderStatus, ist_day
+from common.records import ORDERS, OrderRecord, OrderStatus, ist_day
 from common.secrets import InMemorySecretStore
 from common.settings import load_settings
 from deploy.local.emulators import free_port
 from functions.jobs.symbols import SymbolsDeps
 from functions.scheduler import SchedulerDeps, serve
-from tests.integration.conftest import APP_ID
+from tests.integration.conftest import APP_ID, MARKET_NOW, TODAY
 from tests.integration.test_symbols_job import MasterServer
 
 pytestmark = pytest.mark.emulators
@@ -45,15 +44,15 @@ def master_server():
 
 
 @pytest.fixture
-def scheduler_env(emulators, clean_firestore, topics, sim, master_server, tmp_path, gcp_project):
-    """The environment a deployed scheduler has, pointed at local stand-ins."""
+def scheduler_env(world, emulators, clean_firestore, topics, master_server, tmp_path, gcp_project):
+    """The environment a deployed scheduler has, pointed at local stand-ins, on the world's clock."""
     import os
 
-    master_server.serve_day(datetime.now(IST).date())  # the function runs on the wall clock
-    env = {**emulators, **topics.env(), "GOOGLE_CLOUD_PROJECT": gcp_project,
+    master_server.serve_day(world.today)
+    env = {**emulators, **topics.env(), **world.env(), "GOOGLE_CLOUD_PROJECT": gcp_project,
            "SYMBOL_MASTER_BASE": master_server.base, "ARTIFACT_DIR": str(tmp_path / "artifacts"),
-           "FYERS_API_BASE": sim.api_base, "FYERS_DATA_BASE": sim.data_base,
-           "FYERS_APP_ID": APP_ID, "FYERS_ACCESS_TOKEN": sim.mint_token(APP_ID), "LOG_LEVEL": "INFO"}
+           "FYERS_API_BASE": world.sim.api_base, "FYERS_DATA_BASE": world.sim.data_base,
+           "FYERS_APP_ID": APP_ID, "FYERS_ACCESS_TOKEN": world.sim.mint_token(APP_ID), "LOG_LEVEL": "INFO"}
     os.environ.update(env)
     return env
 
@@ -101,7 +100,7 @@ def test_the_health_job_is_reachable(client):
     assert {"ok", "problems", "session", "master", "breaker", "controls", "counts"} <= set(body["report"])
 
 
-def test_the_symbols_job_is_reachable_with_a_json_body(client, scheduler_env, firestore_db):
+def test_the_symbols_job_is_reachable_with_a_json_body(instant, client, scheduler_env, firestore_db):
     answer = client.post("/", json={"job": "symbols"})
 
     assert answer.status_code == 200
@@ -111,11 +110,11 @@ def test_the_symbols_job_is_reachable_with_a_json_body(client, scheduler_env, fi
     assert stored.pointer().version == report["version"] and "NIFTY" in stored.current().underlyings()
 
 
-def test_the_reconcile_job_is_reachable_and_uses_the_stored_token(client, sim, firestore_db):
+def test_the_reconcile_job_is_reachable_and_uses_the_stored_token(instant, client, world, firestore_db):
     from common.broker import FyersBroker, OrderRequest
     from common.records import Contract
 
-    now = datetime.now(timezone.utc)
+    sim, now = world.sim, world.clock()
     order_id = order_id_for(f"k:test:{uuid.uuid4().hex}")
     sim.set_price("NSE:SBIN-EQ", 812.5)
     broker = FyersBroker(APP_ID, lambda: sim.mint_token(APP_ID), api_base=sim.api_base, data_base=sim.data_base)
@@ -135,7 +134,7 @@ def test_the_reconcile_job_is_reachable_and_uses_the_stored_token(client, sim, f
     assert firestore_db.collection(ORDERS).document(order_id).get().get("avg_price") == 812.5
 
 
-def test_the_session_job_is_reachable(client):
+def test_the_session_job_is_reachable(instant, client):
     answer = client.get("/?job=session")
 
     assert answer.status_code == 200
@@ -167,13 +166,13 @@ def injected(settings, **jobs: Any) -> SchedulerDeps:
     def missing() -> Any:
         raise AssertionError("this job should not run")
 
-    return SchedulerDeps(settings=settings, **{name: jobs.get(name, missing)
-                                               for name in ("session", "symbols", "reconcile", "health")})
+    return SchedulerDeps(settings=settings, clock=lambda: MARKET_NOW,
+                         **{name: jobs.get(name, missing) for name in ("session", "symbols", "reconcile", "health")})
 
 
 def test_a_retryable_refresh_failure_answers_503_with_its_report(emulators, clean_firestore, firestore_db, topics,
                                                                   master_server, tmp_path, gcp_project):
-    master_server.serve_day(datetime.now(IST).date())
+    master_server.serve_day(TODAY)
     master_server.status["NSE_FO"] = 502
     settings = load_settings({"GOOGLE_CLOUD_PROJECT": gcp_project, **topics.env(),
                               "SYMBOL_MASTER_BASE": master_server.base})
@@ -190,7 +189,7 @@ def test_a_retryable_refresh_failure_answers_503_with_its_report(emulators, clea
 
 def test_an_invalid_master_is_reported_with_200_as_a_retry_would_not_help(
         emulators, clean_firestore, firestore_db, topics, master_server, tmp_path, gcp_project):
-    master_server.serve_day(datetime.now(IST).date())
+    master_server.serve_day(TODAY)
     master_server.files["NSE_FO"] = b"garbage\n" * 100
     settings = load_settings({"GOOGLE_CLOUD_PROJECT": gcp_project, **topics.env(),
                               "SYMBOL_MASTER_BASE": master_server.base})

@@ -69,16 +69,6 @@ def test_reader_returns_the_stored_token_and_caches_it_for_the_ttl():
     assert reader.get() != first  # TTL passed: re-read
 
 
-def test_the_cache_lifetime_comes_from_the_settings():
-    from common.settings import Settings
-
-    store = InMemorySecretStore({"FYERS_ACCESS_TOKEN": "opaque"})
-    reader = TokenReader.from_settings(store, Settings(TOKEN_CACHE_SECONDS=600))
-    reader.get()
-    store.put("FYERS_ACCESS_TOKEN", "fresh")
-    assert reader.get() == "opaque"
-
-
 def test_invalidate_makes_the_next_read_see_a_fresh_login():
     store = InMemorySecretStore({"FYERS_ACCESS_TOKEN": jwt(NOW + timedelta(hours=20), n=1)})
     reader = TokenReader(store, ttl_seconds=600, wall_clock=lambda: NOW, monotonic=Ticker())
