@@ -97,6 +97,10 @@ class ShiftedClock:
         """Make the clock read ``moment`` now."""
         self.shift = shift_to(moment)
 
+    def advance(self, seconds: float) -> None:
+        """Jump ahead (the worker's injected sleep): the simulator and the router jump together."""
+        self.shift += seconds
+
     def __call__(self) -> datetime:
         return shifted_clock(self.shift)()
 

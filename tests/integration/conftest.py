@@ -198,7 +198,7 @@ def worker_factory(emulators, clean_firestore, topics, sim, symbol_master, gcp_p
     """Build ``WorkerDeps`` on the emulators and the simulator; tests tweak what they need."""
     from common.broker import FyersBroker
 
-    def build(*, clock: Clock | None = None, read_timeout: float = 1.0, world: "World | None" = None,
+    def build(*, clock: "Clock | ShiftedClock | None" = None, read_timeout: float = 1.0, world: "World | None" = None,
               **overrides: str) -> WorkerDeps:
         """A worker on the baseline simulator and master, or on ``world``'s."""
         broker_sim, master = (world.sim, world.master) if world else (sim, symbol_master)
