@@ -9,12 +9,16 @@ Starts, each in its own process group on its own port:
 * the four functions, each ``functions-framework --target=NAME --source=main.py``,
   configured by environment variables as a deployment is.
 
-Then it creates the topics (``orders`` pushed to the worker, ``notifications``,
-``orders-dlq``), loads the symbol master through the scheduler's ``symbols`` job,
-logs in to the simulator through the auth function (``/login`` with the operator
-key, the simulator's auto-approve, ``/callback``), prints the webhook URL with a
-ready ``curl`` and the operator commands, and prints notifications as they arrive.
-Ctrl-C (or SIGTERM) stops every process group it started.
+It creates the topics (``orders`` pushed to the worker, ``notifications``,
+``orders-dlq``) as soon as Pub/Sub answers. Once everything runs, it loads the symbol
+master through the scheduler's ``symbols`` job, logs in to the simulator through the
+auth function (``/login`` with the operator key, the simulator's auto-approve,
+``/callback``), prints the webhook URL with a ready ``curl`` and the operator
+commands, and prints notifications as they arrive. Ctrl-C (or SIGTERM) stops every
+process group it started and empties the run's token folder.
+
+Generated values (secrets, the project id) reach a command line only as
+``--option=value``, so a value starting with "-" is never taken for an option.
 
 Pointing it at a broker: when ``FYERS_API_BASE``, ``FYERS_DATA_BASE`` or
 ``SYMBOL_MASTER_BASE`` is set, no simulator is started, the unset ones keep their
@@ -34,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import os
 import secrets
 import shlex
@@ -56,7 +59,6 @@ from typing import Any, Callable, Mapping, TextIO
 
 from common.errors import ConfigError
 from common.records import OrderStatus, today_ist
-from common.session import ACCESS_TOKEN_SECRET, REFRESH_TOKEN_SECRET
 from common.settings import Settings, load_settings
 from deploy.local import emulators as emu
 from deploy.local.mastergen import write_masters
@@ -127,13 +129,14 @@ def allocate_ports(base: int | None) -> dict[str, int]:
 
 
 def prune_runs(runs: Path, keep: int) -> None:
-    """Delete the oldest run directories beyond ``keep``, except those of a live runner."""
+    """Delete the oldest run directories beyond ``keep``, and the tokens kept by any other run
+    (a runner killed before its cleanup leaves them), sparing the runs of live runners."""
     if not runs.is_dir():
         return
     dirs = sorted((d for d in runs.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime, reverse=True)
-    for old in dirs[keep:]:
+    for age, old in enumerate(dirs):
         if not _runner_alive(old):
-            shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(old if age >= keep else old / "secrets", ignore_errors=True)
 
 
 def _runner_alive(run_dir: Path) -> bool:
@@ -153,11 +156,19 @@ def tail(path: Path, lines: int = 15) -> str:
     return "\n".join(f"    {line}" for line in text)
 
 
-def _file_digest(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
+def simulator_args(python: str, host: str, port: int, app_id: str, app_secret: str,
+                   masters: list[Path]) -> list[str]:
+    """The Fyers simulator's command line; free-text values are attached with "=", so that
+    a generated secret starting with "-" stays a value."""
+    return [python, "-m", "deploy.local.fyers_simulator", f"--host={host}", f"--port={port}",
+            f"--app-id={app_id}", f"--app-secret={app_secret}", "--auto-approve",
+            *(f"--master={path}" for path in masters)]
+
+
+def function_args(framework: str, name: str, source: Path, host: str, port: int) -> list[str]:
+    """One function's ``functions-framework`` command line (values attached with "=")."""
+    return [framework, f"--target={name}", f"--source={source}", f"--signature-type={FUNCTIONS[name]}",
+            f"--host={host}", f"--port={port}"]
 
 
 class _QuietFiles(SimpleHTTPRequestHandler):
@@ -201,7 +212,6 @@ class Stack:
         self._masters_server: ThreadingHTTPServer | None = None
         self._listeners: list[Any] = []
         self._subscriber: Any = None
-        self._our_tokens: dict[Path, str] = {}  # overlay files our login wrote -> their digest
         self._stopped = False
 
     # --- addresses and configuration ------------------------------------------------
@@ -258,20 +268,21 @@ class Stack:
             raise StackError(f"the emulator tools could not be installed: {exc}") from None
         masters = None if self.external else write_masters(self.run_dir / "masters" / "sym_details",
                                                            today_ist(datetime.now(timezone.utc)))
-        # Every port is known in advance, so everything boots at once; the `with` waits for
-        # each start, even after a failure or Ctrl-C, so that stop() knows every process.
+        # This process's own clients (topics, notifications, --check) talk to the emulators too.
+        os.environ.update({name: self.env[name] for name in ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST")})
+        # Every port is known in advance, so everything boots at once (the topics as soon as
+        # Pub/Sub answers); each `with` waits for all its tasks, even after a failure or
+        # Ctrl-C, so that stop() knows every process.
         with ThreadPoolExecutor(max_workers=8) as pool:
-            waits = [pool.submit(self._start_firestore), pool.submit(self._start_pubsub)]
+            waits = [pool.submit(self._start_firestore), pool.submit(self._start_messaging)]
             if masters is not None:
                 waits.append(pool.submit(self._start_simulator, list(masters.values())))
                 self._serve_masters(self.run_dir / "masters")
             waits += [pool.submit(self._start_function, name) for name in FUNCTIONS]
             for wait in waits:
                 wait.result()
-        # This process's own clients (topics, notifications, --check) talk to the emulators too.
-        os.environ.update({name: self.env[name] for name in ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST")})
-        self._create_topics()
-        self._print_notifications()
+        # One after the other: beside the symbols job's writes, the login's first Firestore
+        # calls on a freshly started emulator outlast the functions' 1 s timeout.
         self._load_symbol_master()
         if not self.external:
             self._login()
@@ -298,6 +309,12 @@ class Stack:
             raise StackError(str(exc)) from None
         self._adopt(Child("firestore", e.process, e.log_path))
         self._done(f"Firestore emulator on {e.host}", started)
+
+    def _start_messaging(self) -> None:
+        """The Pub/Sub emulator, then the topics and the console's subscriptions."""
+        self._start_pubsub()
+        self._create_topics()
+        self._print_notifications()
 
     def _start_pubsub(self) -> None:
         started = time.monotonic()
@@ -334,12 +351,8 @@ class Stack:
 
     def _start_simulator(self, master_paths: list[Path]) -> None:
         started = time.monotonic()
-        args = [sys.executable, "-m", "deploy.local.fyers_simulator", "--host", HOST,
-                "--port", str(self.ports["simulator"]), "--app-id", self.app_id, "--app-secret", self.app_secret,
-                "--auto-approve"]
-        for path in master_paths:
-            args += ["--master", str(path)]
-        child = self._spawn("fyers-simulator", args)
+        child = self._spawn("fyers-simulator", simulator_args(sys.executable, HOST, self.ports["simulator"],
+                                                              self.app_id, self.app_secret, master_paths))
         self._wait_listening(child, self.ports["simulator"])
         self._done(f"Fyers simulator on {self.url('simulator')} (app {self.app_id}, auto-approve)", started)
 
@@ -356,9 +369,8 @@ class Stack:
 
     def _start_function(self, name: str) -> None:
         started = time.monotonic()
-        args = [_functions_framework(), f"--target={name}", f"--source={ROOT / 'main.py'}",
-                f"--signature-type={FUNCTIONS[name]}", f"--host={HOST}", f"--port={self.ports[name]}"]
-        child = self._spawn(name, args)
+        child = self._spawn(name, function_args(_functions_framework(), name, ROOT / "main.py", HOST,
+                                                self.ports[name]))
         self._wait_listening(child, self.ports[name])
         self._done(f"function {name} on {self.url(name)}", started)
 
@@ -440,10 +452,6 @@ class Stack:
             title = answer.text.partition("<title>")[2].partition("</title>")[0] or answer.text[:200]
             raise StackError(f"the login through the auth function failed: HTTP {answer.status_code} {title!r}; "
                              f"see {self._shown(self.run_dir / 'logs' / 'auth.log')}")
-        for name in (ACCESS_TOKEN_SECRET, REFRESH_TOKEN_SECRET):
-            digest = _file_digest(self.secrets_dir / name)
-            if digest:
-                self._our_tokens[self.secrets_dir / name] = digest
         self._done("logged in to the simulator through the auth function (/login → Fyers → /callback)", started)
 
     # --- after start ----------------------------------------------------------------
@@ -573,11 +581,15 @@ class Stack:
         self.say(f"✓ stopped {len(children)} process groups; logs kept in {self._shown(self.run_dir / 'logs')}")
 
     def _forget_tokens(self) -> None:
-        """Remove the tokens our login stored, unless something replaced them since: a simulator
-        token is useless once the simulator is gone, and a real one should not linger on disk."""
-        for path, digest in self._our_tokens.items():
-            if _file_digest(path) == digest:
-                path.unlink(missing_ok=True)
+        """Delete the run's secret overlay, so every token stored during the run goes, whichever
+        login stored it: a simulator token is useless once the simulator is gone, and a real
+        one should not linger on disk. Runs only once every process has stopped writing."""
+        try:
+            shutil.rmtree(self.secrets_dir)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self.say(f"✗ the tokens in {self._shown(self.secrets_dir)} could not be removed ({exc}): delete them")
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
