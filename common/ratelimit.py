@@ -4,14 +4,24 @@ Fyers allows 10 requests a second and 200 a minute per app, across endpoints,
 and blocks the account for the day after more than 3 per-minute breaches. The
 worker is deployed with max instances 1, so an in-process limiter is the
 account-wide limiter.
+
+Fyers counts a request when it arrives, which is some time between our send and
+its answer: thread scheduling, a busy CPU and the network all move it. So a call
+holds its place in our windows from the moment it is sent until it is answered.
+Then any of Fyers' 1-second (or 60-second) windows can only hold calls that
+held a place in ours at one moment, and our count bounds Fyers' count whatever
+the delays (proof in :class:`SlidingWindowLimiter`).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+# How often a caller re-checks when the windows are full of calls still in flight.
+_IN_FLIGHT_POLL = 0.02
 
 
 class RateLimitBudgetExceeded(Exception):
@@ -23,45 +33,68 @@ class RateLimitBudgetExceeded(Exception):
 
 
 class SlidingWindowLimiter:
-    """Grants at most ``per_second`` calls in any 1 s and ``per_minute`` in any 60 s. Thread-safe.
+    """At most ``per_second`` calls in any 1 s and ``per_minute`` in any 60 s, by the broker's clock.
 
-    Grants are also spaced ``1/per_second`` apart: a burst granted at the edge of a
-    window would reach Fyers bunched up (thread scheduling, network jitter) and trip
-    its own window even though ours was respected.
+    A new call is sent only when fewer than ``limit`` calls are in flight or were
+    answered within the last ``window``. Why that suffices: if Fyers saw ``limit + 1``
+    calls arrive within one window, take the last of them to be sent, at ``t``. Each
+    of the others arrived at most ``window`` before the last one's arrival, so was
+    answered after ``t - window`` (or not yet) and was counted when ``t``'s call
+    was admitted: a contradiction.
+
+    Sends are also spaced ``1/per_second`` apart, so a burst does not reach Fyers
+    bunched up. Thread-safe; use :meth:`call` around each broker request.
     """
 
     def __init__(self, per_second: int, per_minute: int, *, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self._limits = ((1.0, per_second), (60.0, per_minute))
-        self._calls: deque[float] = deque()
+        self._answered: list[float] = []  # when each call of the last minute was answered
+        self._in_flight = 0
+        self._last_send: float | None = None
         self._lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
 
     def _wait_needed(self, now: float) -> float:
-        while self._calls and now - self._calls[0] >= 60.0:
-            self._calls.popleft()
+        self._answered = [t for t in self._answered if now - t < 60.0]
         wait = 0.0
-        if self._calls:
-            wait = self._calls[-1] + 1.0 / self._limits[0][1] - now
+        if self._last_send is not None:
+            wait = self._last_send + 1.0 / self._limits[0][1] - now
         for window, limit in self._limits:
-            recent = [t for t in self._calls if now - t < window]
-            if len(recent) >= limit:
-                wait = max(wait, recent[-limit] + window - now)
+            recent = sorted(t for t in self._answered if now - t < window)
+            excess = self._in_flight + len(recent) - limit + 1
+            if excess <= 0:
+                continue
+            if excess <= len(recent):
+                wait = max(wait, recent[excess - 1] + window - now)
+            else:  # the window is full of calls still in flight: one of them must be answered first
+                wait = max(wait, _IN_FLIGHT_POLL)
         return wait
 
-    def acquire(self, max_wait: float) -> float:
-        """Take a slot, sleeping if needed; returns the seconds waited.
+    @contextmanager
+    def call(self, max_wait: float) -> Iterator[float]:
+        """Hold a slot for one broker request, sleeping for it if needed; yields the seconds waited.
 
         Raises :class:`RateLimitBudgetExceeded` if the slot is more than ``max_wait`` away.
         """
+        waited = self._acquire(max_wait)
+        try:
+            yield waited
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._answered.append(self._clock())
+
+    def _acquire(self, max_wait: float) -> float:
         waited = 0.0
         while True:
             with self._lock:
                 now = self._clock()
                 wait = self._wait_needed(now)
                 if wait <= 0:
-                    self._calls.append(now)
+                    self._in_flight += 1
+                    self._last_send = now
                     return waited
             if waited + wait > max_wait:
                 raise RateLimitBudgetExceeded(wait)

@@ -375,9 +375,9 @@ def _call(job: _Job, deps: WorkerDeps, method: str, *args: Any, budget: float | 
     """
     while True:
         remaining = (job.deadline - deps.clock()).total_seconds()
-        deps.limiter.acquire(max_wait=max(0.0, budget if budget is not None else remaining))
         try:
-            return getattr(deps.broker, method)(*args)
+            with deps.limiter.call(max_wait=max(0.0, budget if budget is not None else remaining)):
+                return getattr(deps.broker, method)(*args)
         except RateLimited as exc:
             if exc.retry_after >= (job.deadline - deps.clock()).total_seconds() - 1:
                 raise

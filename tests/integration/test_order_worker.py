@@ -316,3 +316,41 @@ def test_repeated_broker_outages_open_the_breaker_and_block_without_calling_fyer
     doc = order(firestore_db, order_id_of(blocked))
     assert doc["status"] == "BLOCKED" and doc["reason"] == "BREAKER_OPEN"
     assert len(sim.requests) == calls_before  # Fyers was left alone
+
+
+def test_duplicate_storm_50_concurrent_alerts_make_one_broker_order(worker_factory, deps_factory, topics, sim,
+                                                                     firestore_db):
+    """Fifty copies at once, however slow Firestore is: whatever the answers, Fyers gets one order."""
+    client = make_client(deps_factory(clock=Clock(MARKET_NOW)))
+    body, start, answers = alert(strategy="storm"), threading.Barrier(50), []
+
+    def send() -> None:
+        start.wait()
+        answers.append(client.application.test_client().post("/", data=body, content_type="application/json"))
+
+    run_all([threading.Thread(target=send) for _ in range(50)])
+    assert {a.status_code for a in answers} <= {200, 503}  # 503: TradingView re-sends; never a 500
+    messages = topics.pull(topics.orders, rounds=5)
+    assert messages and len({order_id_of(m) for m in messages}) == 1
+
+    deps = worker_factory()
+    run_all([threading.Thread(target=deliver, args=(m, deps)) for m in messages for _ in range(2)])
+
+    [placed] = sim_orders(sim)
+    doc = order(firestore_db, order_id_of(messages[0]))
+    assert doc["status"] == "PLACED" and doc["broker_order_id"] == placed["id"]
+
+
+def run_all(threads: list[threading.Thread]) -> None:
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def deliver(message, deps) -> None:
+    """One Pub/Sub delivery: a Retry is Pub/Sub's to redeliver later, not a failure here."""
+    try:
+        handle(cloud_event(message), deps)
+    except Retry:
+        pass

@@ -26,8 +26,8 @@ def test_grants_are_evenly_spaced_and_never_exceed_either_window():
     limiter = SlidingWindowLimiter(8, 20, clock=t.clock, sleep=t.sleep)
     grants = []
     for _ in range(40):
-        limiter.acquire(max_wait=120)
-        grants.append(t.now)
+        with limiter.call(max_wait=120):
+            grants.append(t.now)
     assert all(b - a >= 1 / 8 - 1e-9 for a, b in zip(grants, grants[1:]))
     for i, start in enumerate(grants):
         assert sum(1 for g in grants[i:] if g - start < 1.0) <= 8
@@ -37,11 +37,43 @@ def test_grants_are_evenly_spaced_and_never_exceed_either_window():
 def test_a_slot_beyond_the_budget_is_refused_without_waiting():
     t = FakeTime()
     limiter = SlidingWindowLimiter(10, 2, clock=t.clock, sleep=t.sleep)
-    limiter.acquire(max_wait=5)
-    limiter.acquire(max_wait=5)
+    for _ in range(2):
+        with limiter.call(max_wait=5):
+            pass
     with pytest.raises(RateLimitBudgetExceeded):
-        limiter.acquire(max_wait=5)  # the minute window is full for ~60 s
+        with limiter.call(max_wait=5):  # the minute window is full for ~60 s
+            pass
     assert t.now < 5
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_broker_never_sees_more_than_the_limit_however_late_calls_arrive(seed):
+    """Calls arrive at the broker anywhere between send and answer; its windows still hold the limit."""
+    import random
+
+    rng = random.Random(seed)
+    t = FakeTime()
+    limiter = SlidingWindowLimiter(8, 50, clock=t.clock, sleep=t.sleep)
+    arrivals = []
+    for _ in range(120):
+        with limiter.call(max_wait=600):
+            latency = rng.choice([0.01, 0.05, 0.3, 1.5])  # a busy machine or a slow network, now and then
+            arrivals.append(t.now + rng.uniform(0, latency))
+            t.now += latency
+    arrivals.sort()
+    for i, first in enumerate(arrivals):
+        assert sum(1 for a in arrivals[i:] if a - first < 1.0) <= 8
+        assert sum(1 for a in arrivals[i:] if a - first < 60.0) <= 50
+
+
+def test_a_call_in_flight_keeps_its_place_until_it_is_answered():
+    t = FakeTime()
+    limiter = SlidingWindowLimiter(2, 100, clock=t.clock, sleep=t.sleep)
+    with limiter.call(max_wait=5), limiter.call(max_wait=5):
+        t.now += 3  # two slow calls, still unanswered
+        with pytest.raises(RateLimitBudgetExceeded):
+            with limiter.call(max_wait=0):
+                pass
 
 
 IST = timezone(timedelta(hours=5, minutes=30))
