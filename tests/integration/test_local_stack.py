@@ -4,7 +4,8 @@ The whole stack runs as the operator runs it: emulators, the Fyers simulator and
 the four functions as processes. ``--check`` sends the example alert and must see
 it PLACED; afterwards no process the stack started may still run. Every process
 the stack starts inherits its environment, so a marker variable set here finds
-them all, Java grandchildren included, by scanning ``/proc/*/environ``.
+them all, Java grandchildren included, by scanning ``/proc/*/environ``. Nor may
+any token stay in the run's folder, whichever login stored it.
 """
 
 from __future__ import annotations
@@ -21,13 +22,16 @@ import uuid
 from pathlib import Path
 
 import pytest
+import requests
 
+from common.session import ACCESS_TOKEN_SECRET
 from common.settings import Settings
 from tests.integration.conftest import ROOT
 
 pytestmark = [pytest.mark.emulators, pytest.mark.timeout(240)]
 
 RUN_TIMEOUT = 120
+RUNS = ROOT / ".local" / "runs"
 MARKER = "TVF_LOCAL_STACK_TEST"
 _SETTINGS = {field.alias for field in Settings.model_fields.values() if field.alias}
 
@@ -84,6 +88,17 @@ def stop(process: subprocess.Popen, marker: str) -> None:
     kill_leftovers(marker)
 
 
+def tokens_left(project: str) -> list[str]:
+    """The files in the run's token folder (``SECRET_OVERLAY_DIR``)."""
+    folder = RUNS / project / "secrets"
+    return sorted(path.name for path in folder.iterdir()) if folder.exists() else []
+
+
+def banner_value(lines: list[str], pattern: str) -> str:
+    """The first group of ``pattern`` in the first line of the console output that has it."""
+    return next(match.group(1) for line in lines if (match := re.search(pattern, line)))
+
+
 def test_run_check_places_the_example_alert_and_stops_every_process_it_started():
     marker = uuid.uuid4().hex
     started = time.monotonic()
@@ -108,9 +123,10 @@ def test_run_check_places_the_example_alert_and_stops_every_process_it_started()
     # The generated webhook secret is shown once, in the export line, and nowhere else.
     secret = re.search(r"export WEBHOOK_SECRET=(\S+)", output).group(1)
     assert output.count(secret) == 1
+    assert tokens_left(re.search(r"project (local-\w+)", output).group(1)) == []
 
 
-def test_sigterm_stops_a_running_stack_and_every_process_it_started():
+def test_sigterm_stops_a_running_stack_and_every_process_it_started_and_removes_a_re_login_token():
     marker = uuid.uuid4().hex
     process = subprocess.Popen([sys.executable, "-m", "deploy.local.stack"], cwd=ROOT, env=stack_env(marker),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -128,6 +144,14 @@ def test_sigterm_stops_a_running_stack_and_every_process_it_started():
                 pass
         assert any("market hours  enforced" in line for line in seen), "".join(seen)
         assert processes_with(marker), "the stack's processes are not found by their marker"
+        # The operator logs in again by hand, through the auth function: a new token.
+        project = banner_value(seen, r"project (local-\w+)")
+        token = RUNS / project / "secrets" / ACCESS_TOKEN_SECRET
+        first = token.read_text()
+        answer = requests.post(banner_value(seen, r"login: (http://[^)]+)"),
+                               data={"key": banner_value(seen, r"operator key: (\S+)")}, timeout=30)
+        assert "<title>Logged in</title>" in answer.text, answer.text[:300]
+        assert token.read_text() != first
 
         process.send_signal(signal.SIGTERM)
         status = process.wait(timeout=30)
@@ -141,3 +165,4 @@ def test_sigterm_stops_a_running_stack_and_every_process_it_started():
     assert status == 0, "".join(seen)
     assert any("✓ stopped 7 process groups" in line for line in seen), "".join(seen)
     assert left == [], f"still running after SIGTERM: {left}"
+    assert tokens_left(project) == []
