@@ -3,12 +3,19 @@
 An alert names *what* to trade in the trader's words (``NIFTY``, ``WEEKLY``,
 ``ATM+1``, ``CE``, 2 lots); the order worker later resolves that into a Fyers
 contract. Everything here is pure validation: no I/O, cheap to import.
+
+Alerts are strict, because a field the router ignores is an order it gets wrong:
+an unknown field (a typo) is refused with the nearest known name, a value that
+is still a ``{{placeholder}}`` is refused as not rendered by TradingView, and a
+``time`` without a zone is refused rather than guessed.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 import re
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import (
@@ -41,17 +48,31 @@ INDEX_UNDERLYINGS = frozenset(
 _FULL_TICKER = re.compile(r"^(NSE|BSE|MCX|NFO|BFO):[A-Z0-9&_-]+$")
 _UNDERLYING = re.compile(r"^[A-Z0-9&_-]{1,30}$")
 _KEY = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+IDEMPOTENCY_KEY_RULE = "must be 1-128 characters: letters, digits and ._:@/+=-"
 _ORDER_TYPES = {"MARKET": "MARKET", "MKT": "MARKET", "LIMIT": "LIMIT", "LMT": "LIMIT", "SL": "SL",
                 "SL-L": "SL", "SLL": "SL", "STOPLIMIT": "SL", "SL-M": "SL-M", "SLM": "SL-M", "STOP": "SL-M"}
 _OPTION_TYPES = {"CE": "CE", "CALL": "CE", "C": "CE", "PE": "PE", "PUT": "PE", "P": "PE"}
+_PLACEHOLDER = re.compile(r"\{\{[^{}]*\}\}")
+_SHOWN_CHARS = 40  # how much of an unknown field's name or a placeholder an error repeats
 
 Kind = Literal["OPTION", "FUTURE", "EQUITY", "TICKER"]
 
 
 class Alert(BaseModel):
-    """One validated TradingView alert. Unknown fields are kept (``model_extra``) for the audit."""
+    """One validated TradingView alert.
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True, str_strip_whitespace=True)
+    The position fields carry TradingView's strategy placeholders: ``position`` and
+    ``position_size`` what the strategy holds after this order
+    (``{{strategy.market_position}}``, ``{{strategy.market_position_size}}``),
+    ``prev_position`` and ``prev_position_size`` what it held before. Sizes are
+    absolute, in the unit of ``lots``. ``options`` says how an option strategy
+    expresses a view: ``buy`` (the default: long buys calls, short buys puts) or
+    ``sell`` (long sells puts, short sells calls). The worker derives the order's intent
+    (enter, add, reduce, exit or reverse) from them and ``action``.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True,
+                              allow_inf_nan=False)
 
     secret: SecretStr | None = Field(None, validation_alias=AliasChoices("secret", "token"), exclude=True)
     action: Literal["BUY", "SELL", "EXIT"]
@@ -71,6 +92,12 @@ class Alert(BaseModel):
     idempotency_key: str | None = Field(None, validation_alias=AliasChoices("idempotency_key", "idempotencyKey"))
     time: datetime | None = None
     dry_run: bool = False
+    comment: str | None = Field(None, max_length=500)
+    position: Literal["long", "short", "flat"] | None = None
+    position_size: int | None = Field(None, ge=0, le=1_000_000)
+    prev_position: Literal["long", "short", "flat"] | None = None
+    prev_position_size: int | None = Field(None, ge=0, le=1_000_000)
+    options: Literal["buy", "sell"] | None = None  # unset means buy
 
     # --- normalisation ------------------------------------------------------
 
@@ -78,6 +105,12 @@ class Alert(BaseModel):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("position", "prev_position", "options", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        # TradingView renders market positions in lower case; traders type any case.
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("symbol", mode="before")
     @classmethod
@@ -114,7 +147,10 @@ class Alert(BaseModel):
             return value or None
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise ValueError("must be a number, ATM, ATM+N, ATM-N, ITMn or OTMn")
-        return parse_strike(value)
+        try:
+            return parse_strike(value)
+        except OverflowError:  # an integer too large to be a price
+            raise ValueError("must be a positive price") from None
 
     @field_validator("option_type", mode="before")
     @classmethod
@@ -126,48 +162,66 @@ class Alert(BaseModel):
     def _order_type(cls, value: Any) -> Any:
         return _from_table(value, _ORDER_TYPES, "must be MARKET, LIMIT, SL or SL-M")
 
-    @field_validator("lots", mode="before")
+    @field_validator("lots", "position_size", "prev_position_size", mode="before")
     @classmethod
-    def _lots(cls, value: Any) -> Any:
-        # {{strategy.order.contracts}} renders as "2" or "2.0".
+    def _whole(cls, value: Any) -> Any:
+        # {{strategy.order.contracts}} and the position sizes render as "2" or "2.0".
         if isinstance(value, str):
             value = value.strip()
         try:
             number = float(value)
-        except (TypeError, ValueError):
-            return value  # pydantic reports the type error
-        if number != int(number):
+        except (TypeError, ValueError, OverflowError):
+            return value  # pydantic reports the type or range error
+        if not math.isfinite(number) or number != int(number):
             raise ValueError("must be a whole number of lots")
         return int(number)
 
     @field_validator("idempotency_key")
     @classmethod
     def _key(cls, value: str | None) -> str | None:
-        if value is not None and not _KEY.match(value):
-            raise ValueError("must be 1-128 characters: letters, digits and ._:@/+=-")
+        if value is not None and not valid_idempotency_key(value):
+            raise ValueError(IDEMPOTENCY_KEY_RULE)
         return value
 
     @field_validator("time")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        # TradingView's {{timenow}} is UTC ("...Z"); a naive time is taken as UTC too.
+        # TradingView's {{timenow}} is UTC ("...Z"). A time without a zone is someone's
+        # local time: guessing UTC would make an IST alert 5.5 h old (or new).
         if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            raise ValueError('has no time zone: use "{{timenow}}" (UTC, ends in Z) or add an offset such as +05:30')
         return value
 
     @model_validator(mode="after")
     def _consistent(self) -> "Alert":
+        self._check_instrument()
+        self._check_order_type()
+        for position, size in (("position", "position_size"), ("prev_position", "prev_position_size")):
+            _check_position(getattr(self, position), getattr(self, size), position, size)
+        return self
+
+    def _check_instrument(self) -> None:
         kind = self.kind
         if kind == "OPTION":
             if self.option_type is None:
                 raise ValueError("optionType (CE or PE) is required with a strike")
             if self.strike is None:
                 raise ValueError("strike is required with an optionType (a number, ATM, ATM+1, OTM2...)")
-        elif kind in ("FUTURE", "TICKER") and (self.strike is not None or self.option_type is not None):
+            return
+        if self.strike is not None or self.option_type is not None:
             raise ValueError(f"strike/optionType do not apply to {self.symbol}")
-        elif kind == "EQUITY" and self.symbol in INDEX_UNDERLYINGS:
-            raise ValueError(f"{self.symbol} is an index: give optionType and strike for an option, "
-                             f"or use {self.symbol}1! (or an expiry) for the future")
+        if self.options is not None:
+            raise ValueError(f"options (buy or sell) applies to option alerts only, not to {self.symbol}")
+        if self.expiry is not None and (kind != "FUTURE" or self.underlying in INDEX_UNDERLYINGS
+                                        or parse_continuous_future(self.symbol)):
+            # An expiry alone used to make an index alert a future: a forgotten strike traded one.
+            raise ValueError(f"expiry applies to {self.symbol} only with strike and optionType (an option); "
+                             f"for the future, use {self.underlying}1! (this month) or {self.underlying}2! (next)")
+        if kind == "EQUITY" and self.symbol in INDEX_UNDERLYINGS:
+            raise ValueError(f"{self.symbol} is an index: give expiry, strike and optionType for an option, "
+                             f"or use {self.symbol}1! for the future")
+
+    def _check_order_type(self) -> None:
         if self.order_type == "LIMIT" and self.price is None:
             raise ValueError("price is required for a LIMIT order")
         if self.order_type == "SL" and (self.price is None or self.trigger_price is None):
@@ -181,7 +235,6 @@ class Alert(BaseModel):
             raise ValueError("sl and tp are required for a bracket order (BO)")
         if self.product == "CO" and self.sl is None:
             raise ValueError("sl is required for a cover order (CO)")
-        return self
 
     # --- derived ------------------------------------------------------------
 
@@ -209,15 +262,25 @@ class Alert(BaseModel):
         return None if value is None else str(value)
 
     def order_fields(self) -> dict[str, Any]:
-        """The normalised order, as stored and published: no secret, no unknown fields."""
-        data = self.model_dump(mode="json", exclude={"secret", "idempotency_key"})
-        for extra in self.model_extra or {}:
-            data.pop(extra, None)
-        return data
+        """The normalised order, as stored and published: no secret, no idempotency key."""
+        return self.model_dump(mode="json", exclude={"secret", "idempotency_key"})
 
-    def unknown_fields(self) -> dict[str, Any]:
-        """Fields the router does not know, kept for the audit record."""
-        return dict(self.model_extra or {})
+
+def valid_idempotency_key(value: str) -> bool:
+    """True when a trader's idempotency key (field or header) keeps to :data:`IDEMPOTENCY_KEY_RULE`."""
+    return _KEY.fullmatch(value) is not None
+
+
+def _check_position(position: str | None, size: int | None, position_name: str, size_name: str) -> None:
+    """A position and its size must agree: TradingView renders them together."""
+    if size is None:
+        return
+    if position is None:
+        raise ValueError(f"{size_name} needs {position_name} (long, short or flat) beside it")
+    if (position == "flat") != (size == 0):
+        raise ValueError(f"{position_name} {position} does not match {size_name} {size}: "
+                         f"use the absolute size placeholder (strategy.{'prev_' if 'prev' in size_name else ''}"
+                         "market_position_size)")
 
 
 def _from_table(value: Any, table: dict[str, str], message: str) -> Any:
@@ -232,12 +295,62 @@ def _from_table(value: Any, table: dict[str, str], message: str) -> Any:
     return table[key]
 
 
+def _accepted_names() -> dict[str, str]:
+    """Every key an alert may use (field names and legacy aliases) -> the documented spelling."""
+    names: dict[str, str] = {}
+    for name, info in Alert.model_fields.items():
+        alias = info.validation_alias
+        choices = [c for c in alias.choices if isinstance(c, str)] if isinstance(alias, AliasChoices) else []
+        documented = choices[0] if choices else name
+        for accepted in (name, *choices):
+            names[accepted] = documented
+    return names
+
+
+_ACCEPTED = _accepted_names()
+_ACCEPTED_LOWER = {name.lower(): documented for name, documented in _ACCEPTED.items()}
+
+
 def parse_alert(payload: dict[str, Any]) -> Alert:
     """Validate a decoded alert body, or raise :class:`ValidationFailed` listing each field error."""
+    errors: list[dict[str, Any]] = []
+    fields: dict[str, Any] = {}
+    unrendered: set[str] = set()
+    spelt: dict[str, str] = {}  # documented name -> the spelling this alert used
+    for key, value in payload.items():
+        if key not in _ACCEPTED:
+            errors.append(_unknown_field(key))
+        elif spelt.setdefault(_ACCEPTED[key], key) != key:
+            errors.append({"field": key, "message": f"`{key}` is another spelling of `{spelt[_ACCEPTED[key]]}`: "
+                                                    "give only one"})
+        elif isinstance(value, str) and (placeholder := _PLACEHOLDER.search(value)):
+            unrendered.add(_ACCEPTED[key])
+            errors.append({"field": key, "message": f"{_shown(placeholder.group())} was not rendered by "
+                           "TradingView: it works only in a strategy alert, and only if spelt exactly"})
+        else:
+            fields[key] = value
     try:
-        return Alert.model_validate(payload)
+        alert = Alert.model_validate(fields)
     except ValidationError as exc:
-        raise ValidationFailed([_field_error(e) for e in exc.errors()]) from None
+        # A field left out for its placeholder must not also be reported as missing, nor the
+        # alert-wide rules it would have satisfied.
+        errors.extend(error for error in map(_field_error, exc.errors())
+                      if not unrendered or (error["field"] != "alert" and _ACCEPTED.get(error["field"]) not in unrendered))
+    if errors:
+        raise ValidationFailed(errors)
+    return alert
+
+
+def _unknown_field(key: str) -> dict[str, Any]:
+    field = _shown(key)
+    guess = difflib.get_close_matches(key.lower(), _ACCEPTED_LOWER, n=1, cutoff=0.6) if len(key) <= 64 else []
+    hint = f"did you mean `{_ACCEPTED_LOWER[guess[0]]}`?" if guess else "free text belongs under `comment`"
+    return {"field": field, "message": f"unknown field `{field}`: {hint}"}
+
+
+def _shown(text: str) -> str:
+    """Text repeated in an error, cut short: a key or value may be kilobytes long."""
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "…"
 
 
 def _field_error(error: Any) -> dict[str, Any]:

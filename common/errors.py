@@ -85,6 +85,13 @@ class Unauthorized(RouterError):
     http_status = 401
 
 
+class SecretInAlert(RouterError):
+    """The webhook secret appears outside the ``secret`` field (a template mistake); the answer never repeats it."""
+
+    code = "SECRET_IN_ALERT"
+    http_status = 400
+
+
 class ForbiddenSource(RouterError):
     """The request comes from an address that is not allowed."""
 

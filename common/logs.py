@@ -34,10 +34,12 @@ def is_secret_key(key: str) -> bool:
 
 def redact(value: Any, secrets: Iterable[str] = ()) -> Any:
     """A deep copy of ``value`` with every secret-looking field replaced, and every
-    occurrence of the given secret values scrubbed (a secret pasted into the wrong field)."""
+    occurrence of the given secret values scrubbed from values and field names alike
+    (a secret pasted into the wrong field, or used as one)."""
     known = tuple(s for s in secrets if s)
     if isinstance(value, dict):
-        return {k: (REDACTED if isinstance(k, str) and is_secret_key(k) else redact(v, known)) for k, v in value.items()}
+        return {redact(k, known): (REDACTED if isinstance(k, str) and is_secret_key(k) else redact(v, known))
+                for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact(v, known) for v in value]
     if isinstance(value, str) and known:

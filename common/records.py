@@ -94,6 +94,8 @@ class OrderRecord(_Doc):
     updated_at: datetime
     published_at: datetime | None = None
     message_id: str | None = None
+    publish_failed_at: datetime | None = None  # the last time the webhook could not queue it
+    publish_error: str | None = None
     # the worker's progress
     attempts: int = 0
     lease_until: datetime | None = None
@@ -145,8 +147,7 @@ class AlertAudit(_Doc):
     action: str | None = None
     source_ip: str | None = None
     request_id: str | None = None
-    payload: dict[str, Any] | None = None  # the body as received, secrets redacted
-    unknown_fields: dict[str, Any] | None = None
+    payload: str | None = None  # the body as received (JSON text), secrets redacted
     expire_at: datetime
 
 

@@ -1,22 +1,26 @@
 """The ``webhook`` HTTP function: TradingView alert in, order command out, well under 3 s.
 
-Steps: size and source checks, JSON, the shared secret, validation, limits,
-dedupe and record in Firestore (one atomic batch), publish to Pub/Sub, answer.
-A duplicate answers 200 so TradingView does not re-send. A permanently bad
-alert answers 4xx (a 5xx would make TradingView re-send it three more times).
-Only "nothing could take this alert" answers 503.
+Steps: size and source checks, JSON, the shared secret (and nowhere else),
+validation, limits, dedupe and record in Firestore (one atomic batch), publish
+to Pub/Sub, answer. A duplicate answers 200 so TradingView does not re-send. A
+permanently bad alert answers 4xx, whatever its bytes (a 5xx would make
+TradingView re-send it three more times). Only "nothing could take this alert"
+answers 503.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
+import math
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from common.alert import Alert, parse_alert
+from common.alert import IDEMPOTENCY_KEY_RULE, Alert, parse_alert, valid_idempotency_key
 from common.errors import (
     BadRequest,
     ForbiddenSource,
@@ -25,20 +29,26 @@ from common.errors import (
     PayloadTooLarge,
     PublishFailed,
     RouterError,
+    SecretInAlert,
     ServiceUnavailable,
     StaleAlert,
     StoreUnavailable,
     Unauthorized,
+    ValidationFailed,
     http_response,
 )
 from common.idempotency import Identity, identify
 from common.logs import get_logger, log_context, redact, set_order_id
 from common.orders import Duplicate, OrderStore, queued_record
 from common.pubsub import Publisher
-from common.records import AlertAudit, OrderCommand, OrderStatus
+from common.records import AlertAudit, OrderCommand, OrderEvent, OrderStatus
 from common.settings import Settings
 
 log = get_logger("webhook")
+
+# An alert is a flat object; a few levels leave room for mistakes to be reported as field errors.
+MAX_DEPTH = 16
+_REQUEST_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 
 @dataclass
@@ -70,8 +80,19 @@ class _Request:
     secrets: tuple[str, ...] = ()  # values to scrub from anything we keep
 
     def redacted_payload(self) -> dict[str, Any] | None:
-        """The body as received, safe to store and log."""
+        """The body as received, safe to log."""
         return redact(self.payload, self.secrets) if isinstance(self.payload, dict) else None
+
+    def stored_payload(self) -> str | None:
+        """The body as received, safe to store: JSON text holds any key and any number,
+        where a Firestore map refuses some (``__name__``, integers beyond 64 bits, nested arrays)."""
+        payload = self.redacted_payload()
+        return None if payload is None else json.dumps(payload, ensure_ascii=False)
+
+    @property
+    def stored_request_id(self) -> str:
+        """The request id, scrubbed like everything stored: it comes from a header."""
+        return redact(self.request_id, self.secrets)
 
 
 def serve(request: Any, deps: WebhookDeps) -> tuple[dict[str, Any], int]:
@@ -99,14 +120,19 @@ def _process(request: Any, req: _Request, deps: WebhookDeps) -> tuple[dict[str, 
         raise ForbiddenSource("Requests from this address are not allowed.")
     req.payload = _read_json(request, settings.max_body_bytes)
     secrets = deps.webhook_secrets()
-    given = req.payload.get("secret", req.payload.get("token"))
+    auth_field = "secret" if "secret" in req.payload else "token"
+    given = req.payload.get(auth_field)
     req.secrets = tuple(secrets) + ((given,) if isinstance(given, str) else ())
     _authenticate(given, secrets)
+    header_key = request.headers.get("Idempotency-Key") or None
+    _refuse_secret_elsewhere(req.payload, auth_field, header_key, req.secrets)
     alert = req.alert = parse_alert(req.payload)
+    if header_key is not None and not valid_idempotency_key(header_key):
+        raise ValidationFailed([{"field": "Idempotency-Key", "message": IDEMPOTENCY_KEY_RULE}])
     _check_limits(alert, settings, req.received_at)
 
-    ident = identify(alert, header_key=request.headers.get("Idempotency-Key"),
-                     now=req.received_at, window_seconds=settings.dedupe_window_seconds)
+    ident = identify(alert, header_key=header_key, now=req.received_at,
+                     window_seconds=settings.dedupe_window_seconds)
     set_order_id(ident.order_id)
     command = _command(alert, ident, req)
     record = queued_record(command, recorded_by="webhook", now=req.received_at)
@@ -131,12 +157,51 @@ def _read_json(request: Any, limit: int) -> dict[str, Any]:
     if len(data) > limit:
         raise PayloadTooLarge(f"The body exceeds {limit // 1024} KiB.")
     try:
-        payload = json.loads(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        payload = json.loads(data.decode("utf-8-sig"), parse_constant=_refuse_constant,
+                             parse_float=_finite_float, parse_int=_int)
+    except (UnicodeDecodeError, ValueError, RecursionError):  # ValueError includes JSONDecodeError
         raise BadRequest("The body is not valid JSON. Check the alert message in TradingView.") from None
     if not isinstance(payload, dict):
         raise BadRequest("The body must be a JSON object.")
+    _check_structure(payload)
     return payload
+
+
+def _refuse_constant(name: str) -> Any:
+    raise BadRequest(f"{name} is not a number an alert may carry.")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # 1e400 parses as infinity
+        raise BadRequest("A number in the body is too large.")
+    return number
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # beyond Python's digit limit for int()
+        raise BadRequest("A number in the body is too large.") from None
+
+
+def _check_structure(payload: dict[str, Any]) -> None:
+    """Refuse what JSON allows but nothing downstream can hold: deep nesting, lone surrogates."""
+    stack: list[tuple[Any, int]] = [(payload, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise BadRequest(f"The body is nested more than {MAX_DEPTH} levels deep.")
+        if isinstance(value, dict):
+            stack.extend((key, depth) for key in value)
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # "\ud800": valid JSON, not valid text
+                raise BadRequest("The body holds an invalid Unicode escape (a lone surrogate).") from None
 
 
 def _authenticate(given: Any, secrets: list[str]) -> None:
@@ -151,6 +216,37 @@ def _authenticate(given: Any, secrets: list[str]) -> None:
         matched |= hmac.compare_digest(given_bytes, secret.encode())
     if not matched:
         raise Unauthorized("Authentication failed.")
+
+
+def _refuse_secret_elsewhere(payload: dict[str, Any], auth_field: str, header_key: str | None,
+                             secrets: tuple[str, ...]) -> None:
+    """A secret pasted into another field, a field name or the idempotency key would be stored
+    and published: refuse the alert, naming where, never what."""
+    known = [s for s in secrets if s]
+
+    def holds(text: str) -> bool:
+        return any(secret in text for secret in known)
+
+    stack: list[tuple[str, Any]] = [(key, value) for key, value in payload.items() if key != auth_field]
+    if any(holds(key) for key in payload):
+        where = "a field name"
+    elif header_key is not None and holds(header_key):
+        where = "the Idempotency-Key header"
+    else:
+        where = ""
+    while stack and not where:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            if any(holds(key) for key in value):
+                where = "a field name"
+            stack.extend((f"{path}.{key}", item) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{path}.{index}", item) for index, item in enumerate(value))
+        elif isinstance(value, str) and holds(value):
+            where = f"`{path[:60]}`"
+    if where:
+        raise SecretInAlert(f"The webhook secret appears in {where}: it belongs only in `secret`. "
+                            "Fix the alert template.")
 
 
 def _check_limits(alert: Alert, settings: Settings, now: datetime) -> None:
@@ -168,16 +264,22 @@ def _check_limits(alert: Alert, settings: Settings, now: datetime) -> None:
 
 
 def _request_id(request: Any) -> str:
-    execution = request.headers.get("Function-Execution-Id")
+    execution = request.headers.get("Function-Execution-Id", "")
     trace = request.headers.get("X-Cloud-Trace-Context", "").split("/")[0]
-    return execution or trace or uuid.uuid4().hex[:16]
+    # Headers are the caller's to write: only an id-shaped one is kept.
+    given = [candidate for candidate in (execution, trace) if _REQUEST_ID.fullmatch(candidate)]
+    return given[0] if given else uuid.uuid4().hex[:16]
 
 
 def _source_ip(request: Any) -> str | None:
     forwarded = request.headers.get("X-Forwarded-For", "")
     # Cloud Run appends the caller's address last; earlier entries are the client's own claims.
     hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
-    return hops[-1] if hops else request.remote_addr
+    address = hops[-1] if hops else request.remote_addr
+    try:
+        return str(ipaddress.ip_address(address)) if address else None
+    except ValueError:
+        return None
 
 
 # --- records --------------------------------------------------------------------
@@ -187,7 +289,7 @@ def _command(alert: Alert, ident: Identity, req: _Request) -> OrderCommand:
     return OrderCommand(
         order_id=ident.order_id, idempotency_key=ident.key, key_source=ident.source, claims=list(ident.claims),
         alert=redact(alert.order_fields(), req.secrets), received_at=req.received_at, alert_time=alert.time,
-        request_id=req.request_id, source_ip=req.source_ip,
+        request_id=req.stored_request_id, source_ip=req.source_ip,
     )
 
 
@@ -199,10 +301,8 @@ def _audit(req: _Request, settings: Settings, outcome: str, status: int, *, orde
         reason=error.code if error else None, message=error.message if error else None,
         errors=getattr(error, "errors", None),
         strategy=alert.strategy if alert else None, symbol=alert.symbol if alert else None,
-        action=alert.action if alert else None, source_ip=req.source_ip, request_id=req.request_id,
-        payload=req.redacted_payload(),
-        unknown_fields=redact(alert.unknown_fields(), req.secrets) if alert and alert.unknown_fields() else None,
-        expire_at=req.received_at + timedelta(days=settings.alert_ttl_days),
+        action=alert.action if alert else None, source_ip=req.source_ip, request_id=req.stored_request_id,
+        payload=req.stored_payload(), expire_at=req.received_at + timedelta(days=settings.alert_ttl_days),
     )
 
 
@@ -230,10 +330,25 @@ def _publish(command: OrderCommand, req: _Request, deps: WebhookDeps) -> tuple[d
         # Recorded but not queued: a 503 makes TradingView re-send, and the re-send
         # (a duplicate of an unpublished order) publishes it. See _answer_duplicate.
         log.error("order recorded but not published", extra={"fields": {"alert": req.redacted_payload()}})
+        _note_not_queued(command.order_id, exc, deps)
         raise ServiceUnavailable("The order could not be queued; TradingView will retry.") from exc
     deps.store().mark_published(command.order_id, message_id, deps.clock())
     log.info("alert accepted", extra={"fields": {"message_id": message_id, "key_source": command.key_source}})
     return {"status": "accepted", "order_id": command.order_id}, 200
+
+
+def _note_not_queued(order_id: str, exc: PublishFailed, deps: WebhookDeps) -> None:
+    """Say on the order that its command is not on the queue. Best effort: the answer is a 503 anyway."""
+    now = deps.clock()
+    try:
+        store = deps.store()
+        store.update_fields(order_id, {"publish_failed_at": now, "publish_error": exc.message}, now=now)
+        store.add_event(order_id, OrderEvent(
+            at=now, from_status=OrderStatus.QUEUED.value, to_status=OrderStatus.QUEUED.value, reason=exc.code,
+            message="Not queued: Pub/Sub did not take the order. TradingView re-sends the alert, which queues it; "
+                    "do not place it by hand.", by="webhook"))
+    except Exception:
+        log.warning("publish failure not written on the order", exc_info=True)
 
 
 def _answer_duplicate(duplicate: Duplicate, command: OrderCommand, req: _Request,

@@ -91,8 +91,8 @@ def test_golden_option_alert_is_recorded_queued_and_published(client, firestore_
 
     [audit] = alert_docs(firestore_db, order_id)
     assert audit["outcome"] == "accepted" and audit["http_status"] == 200
-    assert audit["unknown_fields"] == {"comment": "Long on 5"}  # kept, not ignored
-    assert audit["payload"]["secret"] == "[REDACTED]"
+    assert doc["alert"]["comment"] == "Long on 5" and command["alert"]["comment"] == "Long on 5"
+    assert json.loads(audit["payload"])["secret"] == "[REDACTED]"
     assert audit["expire_at"] > audit["received_at"]
 
 
@@ -111,6 +111,19 @@ def test_every_golden_template_is_accepted(client, topics, golden):
     assert answer.status_code == 200, answer.get_json()
     [message] = topics.pull(topics.orders)
     assert json.loads(message.data)["order_id"] == answer.get_json()["order_id"]
+
+
+def test_position_placeholders_travel_to_the_worker(client, firestore_db, topics):
+    positions = {"strategy.market_position": "Long", "strategy.market_position_size": "1",
+                 "strategy.prev_market_position": "long", "strategy.prev_market_position_size": "2"}
+    body = render("strategy_position.json", secret=SECRET, timenow=timenow(), strategy_order_action="sell",
+                  strategy_order_contracts="1", strategy_order_id="Trim", **positions)
+    answer = post(client, body.replace("nifty-orb", _strategy["name"]))
+    assert answer.status_code == 200, answer.get_json()
+    [message] = topics.pull(topics.orders)
+    alert = json.loads(message.data)["alert"]
+    assert (alert["position"], alert["position_size"], alert["prev_position"], alert["prev_position_size"],
+            alert["options"], alert["comment"]) == ("long", 1, "long", 2, "buy", "Trim")
 
 
 def test_rotated_secret_is_accepted_too(client):
@@ -158,7 +171,38 @@ def test_invalid_fields_are_400_listing_each_field(client, firestore_db, topics)
     assert SECRET not in answer.get_data(as_text=True)
     assert topics.pull(topics.orders) == []
     rejected = [a for a in alert_docs(firestore_db) if a.get("reason") == "VALIDATION_FAILED"]
-    assert rejected and rejected[-1]["payload"]["secret"] == "[REDACTED]"
+    assert rejected and json.loads(rejected[-1]["payload"])["secret"] == "[REDACTED]"
+
+
+def test_a_typo_and_an_unrendered_placeholder_are_400_and_nothing_is_published(client, topics):
+    typo = post(client, json.dumps({"secret": SECRET, "symbol": "NIFTY", "expiry": "WEEKLY", "strik": "ATM",
+                                    "optType": "CE", "action": "SELL", "time": timenow()}))
+    assert typo.status_code == 400
+    messages = {e["field"]: e["message"] for e in typo.get_json()["errors"]}
+    assert messages["strik"] == "unknown field `strik`: did you mean `strike`?"
+    unrendered = post(client, option_alert(strategy_order_action="{{strategy.order.action}}"))
+    assert unrendered.status_code == 400
+    assert "not rendered by TradingView" in unrendered.get_json()["errors"][0]["message"]
+    assert topics.pull(topics.orders) == []
+
+
+@pytest.mark.parametrize("misplaced", [
+    {"strategy": f"orb {SECRET}"}, {SECRET: "x"}, {"idempotency_key": SECRET}, {"comment": [{"note": SECRET}]},
+])
+def test_the_secret_in_another_field_is_400_that_says_so_without_echoing_it(client, firestore_db, topics, misplaced):
+    body = json.dumps({**json.loads(option_alert()), **misplaced})
+    answer = post(client, body)
+    assert answer.status_code == 400 and answer.get_json()["error"] == "SECRET_IN_ALERT"
+    assert SECRET not in answer.get_data(as_text=True)
+    assert topics.pull(topics.orders) == []
+    stored = [json.dumps(d.to_dict(), default=str) for d in firestore_db.collection(ALERTS).stream()]
+    assert stored and not any(SECRET in text for text in stored)
+
+
+def test_the_secret_in_the_idempotency_key_header_is_refused(client, topics):
+    answer = post(client, option_alert(), **{"Idempotency-Key": SECRET})
+    assert answer.status_code == 400 and SECRET not in answer.get_data(as_text=True)
+    assert topics.pull(topics.orders) == []
 
 
 def test_index_without_option_fields_is_400_with_a_hint(client):
@@ -280,7 +324,14 @@ def test_publish_failure_is_503_and_the_retry_publishes_it(deps_factory, firesto
     clock = Clock()
     dead_pubsub = make_client(deps_factory(clock=clock, pubsub_host=f"127.0.0.1:{free_port()}"))
     body = option_alert(timenow=clock.now.strftime("%Y-%m-%dT%H:%M:%SZ"))
-    assert post(dead_pubsub, body).status_code == 503
+    failed = post(dead_pubsub, body)
+    assert failed.status_code == 503
+
+    [order] = order_docs(firestore_db, strategy=_strategy["name"])  # the record says it is not queued
+    assert order["status"] == "QUEUED" and order["publish_failed_at"] and "published_at" not in order
+    assert order["publish_error"].startswith("Could not publish")
+    events = firestore_db.collection(ORDERS).document(order["order_id"]).collection("events").stream()
+    assert "PUBLISH_FAILED" in [e.to_dict().get("reason") for e in events]
 
     clock.advance(5)  # TradingView re-sends 5 s after a 5xx
     healthy = make_client(deps_factory(clock=clock))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -59,10 +62,118 @@ def test_each_bad_field_is_listed_and_the_secret_never_echoed():
     assert "hunter2" not in str(errors)
 
 
-def test_unknown_fields_are_kept_for_the_audit_but_not_in_the_order():
-    alert = parse_alert({**BASE, "comment": "from Pine"})
-    assert alert.unknown_fields() == {"comment": "from Pine"}
-    assert "comment" not in alert.order_fields() and "secret" not in alert.order_fields()
+README = Path(__file__).resolve().parents[2] / "README.md"
+# What TradingView puts in place of each placeholder the README's templates use.
+RENDERED = {"strategy.order.action": "sell", "strategy.order.contracts": "2", "timenow": "2026-11-23T04:30:00Z",
+            "ticker": "NIFTY1!", "strategy.market_position": "long", "strategy.market_position_size": "1",
+            "strategy.prev_market_position": "long", "strategy.prev_market_position_size": "2",
+            "strategy.order.id": "Long"}
+
+
+def readme_templates() -> list[str]:
+    text = README.read_text()
+    rendered = re.sub(r"\{\{([^{}]+)\}\}", lambda m: RENDERED[m.group(1)], text)
+    decoder = json.JSONDecoder()
+    return [json.dumps(decoder.raw_decode(rendered, m.start())[0]) for m in re.finditer(r'\{"secret"', rendered)]
+
+
+def test_every_readme_template_renders_to_a_valid_alert():
+    templates = readme_templates()
+    assert len(templates) >= 5
+    for template in templates:
+        parse_alert(json.loads(template))
+
+
+def test_free_text_belongs_under_comment_and_travels_with_the_order():
+    alert = parse_alert({**BASE, "comment": "Long on 5"})
+    assert alert.order_fields()["comment"] == "Long on 5" and "secret" not in alert.order_fields()
+
+
+# --- strict alerts ------------------------------------------------------------------
+
+
+def test_a_typo_is_refused_naming_the_field_and_the_nearest_known_one():
+    errors = errors_of({"secret": "s", "symbol": "NIFTY", "expiry": "WEEKLY", "strik": "ATM", "optType": "CE",
+                        "action": "SELL"})
+    assert errors["strik"] == "unknown field `strik`: did you mean `strike`?"
+    assert errors["optType"] == "unknown field `optType`: did you mean `optionType`?"
+
+
+def test_an_unknown_field_like_nothing_known_points_to_comment():
+    assert "comment" in errors_of({**BASE, "note": "hello"})["note"]
+
+
+def test_every_legacy_alias_is_still_a_known_field():
+    alert = parse_alert({"token": "s", "action": "buy", "symbol": "NIFTY", "expiry": "WEEKLY",
+                         "strikePrice": 24500, "option_type": "CE", "quantity": 2, "productType": "BO",
+                         "type": "LIMIT", "limitPrice": 100, "stopLoss": 10, "takeProfit": 20, "idempotencyKey": "k1"})
+    assert (alert.lots, alert.product, alert.order_type, alert.price, alert.sl, alert.tp) == (2, "BO", "LIMIT", 100, 10, 20)
+    for trigger in ("triggerPrice", "trigger_price", "stopPrice"):
+        assert parse_alert({**BASE, trigger: 5, "order_type": "SL-M"}).trigger_price == 5
+
+
+def test_two_spellings_of_one_field_are_refused():
+    assert "give only one" in errors_of({**BASE, "lots": 1, "qty": 2})["qty"]
+
+
+def test_an_unrendered_placeholder_is_refused_as_not_rendered_not_as_missing():
+    errors = errors_of({**BASE, "action": "{{strategy.order.action}}", "lots": " {{strategy.order.contracts}}"})
+    assert set(errors) == {"action", "lots"}
+    assert errors["action"].startswith("{{strategy.order.action}} was not rendered by TradingView")
+
+
+@pytest.mark.parametrize("value", ["2026-11-23T10:00:00", "2026-11-23"])
+def test_a_time_without_a_zone_is_refused_with_a_hint(value):
+    assert "{{timenow}}" in errors_of({**BASE, "time": value})["time"]
+
+
+@pytest.mark.parametrize("value", ["2026-11-23T04:30:00Z", "2026-11-23T10:00:00+05:30"])
+def test_a_time_with_a_zone_is_read_in_that_zone(value):
+    assert parse_alert({**BASE, "time": value}).time == datetime(2026, 11, 23, 4, 30, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("fields, hint", [
+    ({"symbol": "NIFTY1!", "strike": "ATM", "optionType": "CE"}, "do not apply"),
+    ({"symbol": "NSE:SBIN-EQ", "options": "sell"}, "option alerts only"),
+    ({"symbol": "NIFTY", "expiry": "WEEKLY"}, "NIFTY1!"),
+    ({"symbol": "NIFTY1!", "expiry": "MONTHLY"}, "NIFTY1!"),
+    ({"symbol": "NSE:SBIN-EQ", "expiry": "MONTHLY"}, "strike and optionType"),
+])
+def test_option_fields_need_an_option_and_an_index_expiry_needs_a_strike(fields, hint):
+    assert hint in errors_of({"secret": "s", "action": "buy", **fields})["alert"]
+
+
+def test_a_stock_with_an_expiry_is_its_future():
+    assert parse_alert({"secret": "s", "action": "buy", "symbol": "SBIN", "expiry": "MONTHLY"}).kind == "FUTURE"
+
+
+def test_position_placeholders_are_validated_and_carried_with_the_order():
+    alert = parse_alert({**BASE, "position": "Long", "position_size": "2.0", "prev_position": "flat",
+                         "prev_position_size": 0, "options": "SELL"})
+    fields = alert.order_fields()
+    assert (fields["position"], fields["position_size"], fields["prev_position"], fields["prev_position_size"],
+            fields["options"]) == ("long", 2, "flat", 0, "sell")
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"position": "sideways", "position_size": 1}, "position"),
+    ({"position": "short", "position_size": -2}, "position_size"),
+    ({"position": "long", "position_size": 1.5}, "position_size"),
+    ({"position": "flat", "position_size": 2}, "alert"),
+    ({"prev_position": "long", "prev_position_size": 0}, "alert"),
+    ({"position_size": 1}, "alert"),
+    ({"options": "write"}, "options"),
+])
+def test_inconsistent_or_invalid_position_fields_are_refused(fields, field):
+    assert field in errors_of({**BASE, **fields})
+
+
+@pytest.mark.parametrize("fields", [
+    {"strike": 10 ** 400}, {"lots": "1e400"}, {"lots": 10 ** 400}, {"price": float("inf"), "orderType": "LIMIT"},
+    {"lots": "nan"}, {"position": "long", "position_size": float("nan")}, {"time": 10 ** 30},
+])
+def test_extreme_numbers_are_field_errors(fields):
+    assert errors_of({**BASE, **fields})
 
 
 # --- identity ---------------------------------------------------------------------
