@@ -1,11 +1,14 @@
 # Shortcuts for the commands in the README.
-.PHONY: test run bench setup
+.PHONY: test run bench setup stress
 
 setup:
 	bash deploy/local/setup.sh
 
 test:
 	bash deploy/local/test.sh
+
+stress:
+	bash deploy/local/stress.sh
 
 run:
 	bash deploy/local/run.sh

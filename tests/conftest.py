@@ -24,10 +24,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--at", default=os.environ.get("TEST_AT", "all"),
                      help="the instants the date-dependent tests run at: all (default), edges, now, an edge's "
                           "name, or an ISO instant with its zone (tests/clock.py)")
+    parser.addoption("--repeat", type=int, default=1, help="run each selected test this many times (deploy/local/stress.sh)")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A test that takes ``instant`` runs once per instant chosen with ``--at``."""
+    """A test that takes ``instant`` runs once per instant chosen with ``--at``; every test runs ``--repeat`` times."""
+    repeat = metafunc.config.getoption("--repeat")
+    if repeat > 1:
+        metafunc.fixturenames.append("repetition")
+        metafunc.parametrize("repetition", range(1, repeat + 1), ids=[f"run{n}" for n in range(1, repeat + 1)])
     if "instant" in metafunc.fixturenames:
         from tests.clock import chosen
 
