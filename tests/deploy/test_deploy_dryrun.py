@@ -7,6 +7,8 @@ so a real (non-dry) run against it also checks the script's ordering. It is serv
 this process on a local socket, behind an 8-line bash `gcloud` put first on PATH: a
 Python `gcloud` would pay the interpreter's start-up on each of the ~150 calls of a run.
 No test touches a real cloud.
+
+The secrets, their grants and mounts come from common/secret_table.py, as in deploy.sh.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from common import secret_table
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy" / "deploy.sh"
 FAKE = Path(__file__).with_name("fake_gcloud")
@@ -41,10 +45,15 @@ def _load_fake():
 
 fake_gcloud = _load_fake()
 
-# The `gcloud` on PATH: sends "argc\0argv...\0", reads back "code\0stdout\0stderr\0".
+# The `gcloud` on PATH: sends "argc\0argv...\0stdin\0" (stdin only for --data-file=-),
+# reads back "code\0stdout\0stderr\0".
 CLIENT = r"""#!/bin/bash
 exec 3<>"/dev/tcp/127.0.0.1/$FAKE_GCLOUD_PORT"
-printf '%s\0' "$#" "$@" >&3
+stdin=""
+for arg in "$@"; do
+  if [[ $arg == --data-file=- ]]; then stdin=$(cat; printf x); stdin=${stdin%x}; fi
+done
+printf '%s\0' "$#" "$@" "$stdin" >&3
 IFS= read -r -d '' code <&3
 IFS= read -r -d '' out <&3
 IFS= read -r -d '' err <&3
@@ -65,9 +74,10 @@ SECRET_VALUES = {
     "FYERS_SECRET_KEY": "fy-secret-77c1b2-DO-NOT-PRINT",
     "OPERATOR_KEY": "op-key-31d0aa-DO-NOT-PRINT",
 }
-ALL_SECRETS = ["WEBHOOK_SECRET", "FYERS_APP_ID", "FYERS_SECRET_KEY", "FYERS_ACCESS_TOKEN",
-               "FYERS_REFRESH_TOKEN", "FYERS_PIN", "OPERATOR_KEY", "TELEGRAM_BOT_TOKEN"]
+NOTIFY_URL = "https://discord.com/api/webhooks/1234/tok-9c2f-DO-NOT-PRINT"
 FYERS_CALLERS = ("order-worker", "scheduler", "auth")
+ACCOUNT = {"webhook": "tvf-webhook", "order-worker": "tvf-worker", "scheduler": "tvf-scheduler", "auth": "tvf-auth"}
+BUILD_ROLES = ("roles/logging.logWriter", "roles/artifactregistry.writer", "roles/storage.objectViewer")
 
 
 def sa(name: str) -> str:
@@ -107,7 +117,7 @@ class Result:
 class _Handler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         argv = [self._token() for _ in range(int(self._token()))]
-        code, out, err = self.server.fake.call(argv)
+        code, out, err = self.server.fake.call(argv, self._token())
         self.wfile.write(f"{code}\0{out}\0{err}\0".encode())
 
     def _token(self) -> str:
@@ -132,9 +142,14 @@ class FakeCloud:
         bin_dir.mkdir()
         (bin_dir / "gcloud").write_text(CLIENT)
         (bin_dir / "gcloud").chmod(0o755)
+        # deploy.sh's retries wait 10 s: here they do not wait, and are counted.
+        self.sleeps = root / "sleeps"
+        (bin_dir / "sleep").write_text(f'#!/bin/sh\necho "$*" >> "{self.sleeps}"\n')
+        (bin_dir / "sleep").chmod(0o755)
         self.source = root / "src"
         (self.source / "common").mkdir(parents=True)
-        shutil.copy(REPO / "common" / "settings.py", self.source / "common" / "settings.py")
+        for name in ("__init__.py", "settings.py", "secret_table.py"):
+            shutil.copy(REPO / "common" / name, self.source / "common" / name)
         (self.source / "main.py").write_text("")
         (self.source / "requirements.txt").write_text("")
         (self.source / ".gcloudignore").write_text(".venv/\ntests/\n")
@@ -147,12 +162,18 @@ class FakeCloud:
     def state(self) -> dict:
         return self.fake.state
 
-    def deploy(self, *args: str, config: Path | None = None) -> Result:
-        """Runs deploy.sh; ``self.fake.calls`` then holds this run's gcloud calls."""
+    def deploy(self, *args: str, config: Path | None = None, stdin: str = "") -> Result:
+        """Runs deploy.sh (standard input: ``stdin``, not a terminal); ``self.fake.calls``
+        then holds this run's gcloud calls."""
         self.fake.calls.clear()
         done = subprocess.run(["bash", str(DEPLOY), "--config", str(config or self.config), *args],
-                              env=self.env, capture_output=True, text=True, timeout=60)
+                              env=self.env, input=stdin, capture_output=True, text=True, timeout=60)
         return Result(done.returncode, done.stdout, done.stderr)
+
+    def secrets_file(self, values: dict[str, str]) -> Path:
+        path = self.root / "secrets.env"
+        path.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
+        return path
 
     def close(self) -> None:
         self.server.shutdown()
@@ -206,21 +227,17 @@ def bindings(commands: list[list[str]]) -> set[tuple[str, str, str, str]]:
 
 
 def expected_bindings(worker_subscription: str) -> set[tuple[str, str, str, str]]:
+    """Every grant: the secrets' from common/secret_table.py, the others spelled out here."""
     grants = {("projects", PROJECT, "roles/datastore.user", member(n))
               for n in ("tvf-webhook", "tvf-worker", "tvf-scheduler", "tvf-auth")}
+    grants |= {("projects", PROJECT, role, member("tvf-build")) for role in BUILD_ROLES}
     grants.add(("pubsub topics", "orders", "roles/pubsub.publisher", member("tvf-webhook")))
     grants |= {("pubsub topics", "notifications", "roles/pubsub.publisher", member(n))
                for n in ("tvf-worker", "tvf-scheduler", "tvf-auth")}
-    reads = {
-        "tvf-webhook": ["WEBHOOK_SECRET"],
-        "tvf-worker": ["FYERS_APP_ID", "FYERS_SECRET_KEY", "FYERS_ACCESS_TOKEN", "TELEGRAM_BOT_TOKEN"],
-        "tvf-scheduler": ["FYERS_APP_ID", "FYERS_SECRET_KEY", "FYERS_ACCESS_TOKEN", "FYERS_REFRESH_TOKEN",
-                          "FYERS_PIN", "TELEGRAM_BOT_TOKEN"],
-        "tvf-auth": ["OPERATOR_KEY", "FYERS_APP_ID", "FYERS_SECRET_KEY"],
-    }
-    grants |= {("secrets", s, "roles/secretmanager.secretAccessor", member(n)) for n, names in reads.items() for s in names}
-    grants |= {("secrets", s, "roles/secretmanager.secretVersionManager", member("tvf-auth"))
-               for s in ("FYERS_ACCESS_TOKEN", "FYERS_REFRESH_TOKEN")}
+    for function, access in secret_table.ACCESS.items():
+        grants |= {("secrets", s, "roles/secretmanager.secretAccessor", member(ACCOUNT[function])) for s in access.reads}
+        grants |= {("secrets", s, "roles/secretmanager.secretVersionManager", member(ACCOUNT[function]))
+                   for s in access.writes}
     grants.add(("storage buckets", f"gs://{BUCKET}", "roles/storage.objectViewer", member("tvf-worker")))
     grants.add(("storage buckets", f"gs://{BUCKET}", "roles/storage.objectAdmin", member("tvf-scheduler")))
     grants.add(("function", "scheduler", "roles/run.invoker", member("tvf-invoker")))
@@ -239,14 +256,15 @@ def empty_project_dry_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def deployed_twice(tmp_path_factory):
-    """A real run on an empty project, the operator adds some secret values, a second run.
+    """A real run on an empty project given only the webhook's secret, the operator adds
+    the other values, a second run.
 
     Yields (cloud, first result, second result); ``cloud.fake.calls`` holds the second run's calls.
     """
     cloud = FakeCloud(tmp_path_factory.mktemp("real"))
-    first = cloud.deploy()
+    first = cloud.deploy("--secrets-file", str(cloud.secrets_file({"WEBHOOK_SECRET": SECRET_VALUES["WEBHOOK_SECRET"]})))
     assert first.returncode == 0, first.stderr
-    cloud.state["secret_values"] = dict(SECRET_VALUES)
+    cloud.state["secret_values"].update(SECRET_VALUES)
     second = cloud.deploy()
     yield cloud, first, second
     cloud.close()
@@ -278,8 +296,8 @@ def test_dry_run_creates_the_firestore_database_ttls_and_indexes(empty_project_d
 
     ttls = {(c[4], flag(c, "collection-group")) for c in starting(plan, "firestore", "fields", "ttls", "update")
             if "--enable-ttl" in c}
-    assert ttls == {("expire_at", "alerts"), ("expire_at", "auth_states"), ("expire_at", "login_links"),
-                    ("expire_at", "dedupe_keys")}
+    assert ttls == {("expire_at", "alerts"), ("expire_at", "auth_states"), ("expire_at", "auth_events"),
+                    ("expire_at", "login_links"), ("expire_at", "dedupe_keys")}
 
     indexes = {(flag(c, "collection-group"), tuple(a for a in c if a.startswith("--field-config=")))
                for c in starting(plan, "firestore", "indexes", "composite", "create")}
@@ -316,18 +334,22 @@ def test_dry_run_puts_a_dead_letter_and_retry_policy_on_the_worker_subscription(
 def test_dry_run_creates_one_service_account_per_function_with_least_privilege(empty_project_dry_run):
     plan = empty_project_dry_run[1].commands("DRY-RUN: ")
     accounts = sorted(c[3] for c in starting(plan, "iam", "service-accounts", "create"))
-    assert accounts == ["tvf-auth", "tvf-invoker", "tvf-scheduler", "tvf-webhook", "tvf-worker"]
+    assert accounts == ["tvf-auth", "tvf-build", "tvf-invoker", "tvf-scheduler", "tvf-webhook", "tvf-worker"]
     worker_subscription = only(plan, "pubsub", "subscriptions", "update")[3]
     assert bindings(plan) == expected_bindings(worker_subscription)
     assert all(flag(c, "condition") == "None" for c in starting(plan, "projects", "add-iam-policy-binding"))
 
 
-def test_dry_run_creates_every_secret_empty(empty_project_dry_run):
-    plan = empty_project_dry_run[1].commands("DRY-RUN: ")
+def test_dry_run_creates_every_secret_of_the_table_and_says_a_real_run_needs_the_webhook_secret(empty_project_dry_run):
+    result = empty_project_dry_run[1]
+    plan = result.commands("DRY-RUN: ")
     created = starting(plan, "secrets", "create")
-    assert sorted(c[2] for c in created) == sorted(ALL_SECRETS)
+    assert sorted(c[2] for c in created) == sorted(secret_table.NAMES)
     assert not any(flag(c, "data-file") for c in created)
-    assert starting(plan, "secrets", "versions") == []
+    assert starting(plan, "secrets", "versions") == []  # no values given
+    assert result.stdout.splitlines()[0] == (
+        "# NOTE: a real run first needs a value for WEBHOOK_SECRET: it asks for it in a terminal, "
+        "or takes --secrets-file.")
 
 
 def test_dry_run_builds_the_static_egress_path(empty_project_dry_run):
@@ -352,11 +374,13 @@ def test_dry_run_deploys_the_four_functions_with_their_key_flags(empty_project_d
     deploys = {c[2]: c for c in starting(plan, "functions", "deploy")}
     assert sorted(deploys) == ["auth", "order-worker", "scheduler", "webhook"]
     entry = {"webhook": "webhook", "order-worker": "order_worker", "scheduler": "scheduler", "auth": "auth"}
-    account = {"webhook": "tvf-webhook", "order-worker": "tvf-worker", "scheduler": "tvf-scheduler", "auth": "tvf-auth"}
     for name, command in deploys.items():
         assert "--gen2" in command and flag(command, "runtime") == "python312"
         assert flag(command, "region") == REGION and flag(command, "entry-point") == entry[name]
-        assert flag(command, "service-account") == sa(account[name])
+        assert flag(command, "service-account") == sa(ACCOUNT[name])
+        assert flag(command, "build-service-account") == f"projects/{PROJECT}/serviceAccounts/{sa('tvf-build')}"
+        public = name in ("webhook", "auth")
+        assert flag(command, "ingress-settings") == ("all" if public else "internal-only"), name
         assert Path(flag(command, "source")) == empty_project_dry_run[0].source
         egress = (flag(command, "vpc-connector"), flag(command, "egress-settings"))
         assert egress == (("tvf-connector", "all") if name in FYERS_CALLERS else (None, None)), name
@@ -365,7 +389,9 @@ def test_dry_run_deploys_the_four_functions_with_their_key_flags(empty_project_d
     assert "--trigger-http" in webhook and "--allow-unauthenticated" in webhook
     assert flag(webhook, "min-instances") == "1"
     # The webhook reads its secret from the environment: Secret Manager must mount it there.
+    # The optional NOTIFY_WEBHOOK_URL has no value, so nobody mounts it yet.
     assert flag(webhook, "set-secrets") == "WEBHOOK_SECRET=WEBHOOK_SECRET:latest"
+    assert all("--clear-secrets" in c for c in (worker, scheduler, auth))
     assert flag(worker, "trigger-topic") == "orders" and "--retry" in worker
     assert flag(worker, "max-instances") == "1" and flag(worker, "timeout") == "90s"
     assert "--trigger-http" in scheduler and "--no-allow-unauthenticated" in scheduler
@@ -410,6 +436,9 @@ def test_dry_run_schedules_the_jobs_in_ist_with_oidc(empty_project_dry_run):
         assert flag(command, "uri").endswith(f"?job={job}")
         assert flag(command, "oidc-service-account-email") == sa("tvf-invoker")
         assert flag(command, "oidc-token-audience") == flag(command, "uri").split("?")[0]
+        # A cold instance's failure is retried after 30 s, 60 s, 120 s.
+        assert (flag(command, "max-retry-attempts"), flag(command, "min-backoff"), flag(command, "max-backoff"),
+                flag(command, "max-doublings")) == ("3", "30s", "120s", "2")
 
 
 # --- 2. idempotency ---------------------------------------------------------------------
@@ -442,9 +471,16 @@ def test_a_second_run_sends_the_fake_nothing_but_lookups_deploys_and_job_updates
     assert not any("create" in c or "add-iam-policy-binding" in c or "enable" in c for c in sent)
 
 
+def deployed(make_cloud, **kwargs) -> FakeCloud:
+    """A fake project after a complete one-shot deploy with the required secrets given."""
+    cloud = make_cloud(**kwargs)
+    result = cloud.deploy("--secrets-file", str(cloud.secrets_file(SECRET_VALUES)))
+    assert result.returncode == 0, result.stderr
+    return cloud
+
+
 def test_a_rerun_repairs_only_what_drifted(make_cloud):
-    cloud = make_cloud()
-    assert cloud.deploy().returncode == 0
+    cloud = deployed(make_cloud)
     subscriptions = cloud.state["resources"]["pubsub subscriptions"]
     del subscriptions["notifications-log"]
     worker_subscription = next(s for s in subscriptions if s.startswith("eventarc-"))
@@ -485,28 +521,42 @@ def test_no_secret_value_is_ever_read_or_printed(deployed_twice):
     assert not any(c[:3] == ["secrets", "versions", "access"] for c in cloud.fake.calls)
 
 
+def reminded(result: Result) -> set[str]:
+    return set(re.findall(r"read -rs V && .* gcloud secrets versions add (\S+) --data-file=- ", result.stdout))
+
+
 def test_the_output_lists_only_the_secrets_still_without_a_value(deployed_twice):
     _, first, second = deployed_twice
-    def reminded(result: Result) -> set[str]:
-        return set(re.findall(r"gcloud secrets versions add (\S+) --data-file=- ", result.stdout))
-    assert reminded(first) == {"WEBHOOK_SECRET", "FYERS_APP_ID", "FYERS_SECRET_KEY", "FYERS_PIN", "OPERATOR_KEY",
-                               "TELEGRAM_BOT_TOKEN"}
-    assert reminded(second) == {"FYERS_PIN", "TELEGRAM_BOT_TOKEN"}
+    assert reminded(first) == {"FYERS_APP_ID", "FYERS_SECRET_KEY", "FYERS_PIN", "OPERATOR_KEY",
+                               "TELEGRAM_BOT_TOKEN", "NOTIFY_WEBHOOK_URL"}
+    assert reminded(second) == {"FYERS_PIN", "TELEGRAM_BOT_TOKEN", "NOTIFY_WEBHOOK_URL"}
+    assert "After adding NOTIFY_WEBHOOK_URL, re-run deploy.sh" in second.stdout
 
 
-def test_a_credential_like_setting_reaches_the_functions_but_is_never_shown(make_cloud):
-    url = "https://discord.com/api/webhooks/1234/tok-9c2f-DO-NOT-PRINT"
-    cloud = make_cloud(config=CONFIG + f"NOTIFY_WEBHOOK_URL={url}\n")
+def test_the_notify_url_is_a_secret_mounted_by_the_notifying_functions_and_never_shown(make_cloud):
+    cloud = make_cloud()
+    values = {**SECRET_VALUES, "NOTIFY_WEBHOOK_URL": NOTIFY_URL}
 
-    result = cloud.deploy()
+    result = cloud.deploy("--secrets-file", "-", stdin="".join(f"{k}={v}\n" for k, v in values.items()))
 
     assert result.returncode == 0, result.stderr
     assert "tok-9c2f-DO-NOT-PRINT" not in result.stdout + result.stderr
-    echoed = starting(result.commands("RUN: "), "functions", "deploy")
-    assert {env_vars(c)["NOTIFY_WEBHOOK_URL"] for c in echoed} == {"<redacted>"}
-    sent = [c for c in cloud.fake.calls if c[:2] == ["functions", "deploy"]]
-    assert len(sent) == 4 and {env_vars(c)["NOTIFY_WEBHOOK_URL"] for c in sent} == {url}
-    assert all(flag(c, "format") == "none" for c in sent)  # gcloud would print the env otherwise
+    assert cloud.state["secret_values"]["NOTIFY_WEBHOOK_URL"] == NOTIFY_URL
+    sent = {c[2]: c for c in cloud.fake.calls if c[:2] == ["functions", "deploy"]}
+    assert not any("tok-9c2f" in arg for c in cloud.fake.calls for arg in c)  # never on a command line
+    for name, command in sent.items():
+        assert "NOTIFY_WEBHOOK_URL" not in env_vars(command)
+        mounted = sorted(secret_table.ACCESS[name].mounts)
+        assert flag(command, "set-secrets") == ",".join(f"{s}={s}:latest" for s in mounted), name
+        assert flag(command, "format") == "none"  # gcloud would print the env otherwise
+
+
+def test_a_secret_in_the_config_file_is_refused(make_cloud):
+    cloud = make_cloud(config=CONFIG + f"NOTIFY_WEBHOOK_URL={NOTIFY_URL}\n")
+    result = cloud.deploy("--dry-run")
+    assert result.returncode != 0 and cloud.fake.calls == []
+    assert "NOTIFY_WEBHOOK_URL is a secret" in result.stderr
+    assert "tok-9c2f" not in result.stdout + result.stderr
 
 
 # --- configuration ------------------------------------------------------------------------
