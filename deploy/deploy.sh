@@ -501,7 +501,7 @@ ask_secrets() {
     value=""
     IFS= read -rs -p "  $secret ($need): " value || true
     printf '\n' >&2
-    [[ -n $value ]] && SECRET_VALUE[$secret]=$value
+    if [[ -n $value ]]; then SECRET_VALUE[$secret]=$value; fi
   done
 }
 
@@ -710,7 +710,8 @@ if query compute networks vpc-access connectors describe "$VPC_CONNECTOR" --regi
 fi
 if query compute routers nats describe "$VPC_NAT" --router="$VPC_ROUTER" --region="$REGION" \
   --format='value(natIpAllocateOption,natIps,sourceSubnetworkIpRangesToNat,subnetworks[].name)'; then
-  IFS=$'\t' read -r allocation nat_ips ranges nat_subnets <<<"$QUERY_OUT"
+  # '|' for the tabs: read would merge consecutive tabs, and an empty field would shift.
+  IFS='|' read -r allocation nat_ips ranges nat_subnets <<<"${QUERY_OUT//$'\t'/|}"
   fix=()
   if [[ $allocation != MANUAL_ONLY || $nat_ips != */"projects/$PROJECT/regions/$REGION/addresses/$STATIC_IP_NAME" ||
     $nat_ips == *";"* ]]; then

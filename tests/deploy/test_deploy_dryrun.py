@@ -559,6 +559,220 @@ def test_a_secret_in_the_config_file_is_refused(make_cloud):
     assert "tok-9c2f" not in result.stdout + result.stderr
 
 
+# --- 4. a first run on a fresh project ------------------------------------------------------
+
+def final_state(cloud: FakeCloud) -> dict:
+    """What a deploy leaves behind, for comparing two ways of getting there."""
+    state = json.loads(json.dumps(cloud.state))
+    state["iam"] = {key: sorted(map(tuple, value)) for key, value in state["iam"].items()}
+    state["enabled_services"] = sorted(state["enabled_services"])
+    return state
+
+
+def test_a_first_run_without_values_stops_before_any_change_and_prints_the_commands(make_cloud, tmp_path):
+    cloud = make_cloud()
+
+    stopped = cloud.deploy()
+
+    assert stopped.returncode != 0
+    assert cloud.fake.changes() == []
+    assert "WEBHOOK_SECRET has no value" in stopped.stderr and "Nothing was changed" in stopped.stderr
+    commands = [line.strip() for line in stopped.stdout.splitlines() if line.startswith("  ")]
+    assert commands == [
+        f"gcloud services enable secretmanager.googleapis.com --project={PROJECT}",
+        f"gcloud secrets create WEBHOOK_SECRET --replication-policy=automatic --project={PROJECT}",
+        f'read -rs V && printf %s "$V" | gcloud secrets versions add WEBHOOK_SECRET --data-file=- --project={PROJECT}; unset V',
+    ]
+
+    # The operator runs exactly those commands (typing the value), then deploys again.
+    for command in commands:
+        done = subprocess.run(["bash", "-c", command], env=cloud.env, input=SECRET_VALUES["WEBHOOK_SECRET"] + "\n",
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+    assert cloud.state["secret_values"] == {"WEBHOOK_SECRET": SECRET_VALUES["WEBHOOK_SECRET"]}
+    rerun = cloud.deploy()
+    assert rerun.returncode == 0, rerun.stderr
+    cloud.state["secret_values"].update(SECRET_VALUES)
+    assert cloud.deploy().returncode == 0
+
+    # The same as giving every value to one run.
+    one_shot = deployed(make_cloud)
+    assert one_shot.deploy().returncode == 0
+    assert final_state(cloud) == final_state(one_shot)
+
+
+def test_values_from_a_file_are_added_before_the_deploys_through_standard_input_only(make_cloud):
+    cloud = make_cloud()
+    result = cloud.deploy("--secrets-file", str(cloud.secrets_file(SECRET_VALUES)))
+    assert result.returncode == 0, result.stderr
+    assert cloud.state["secret_values"] == SECRET_VALUES
+    order = [c[:3] for c in cloud.fake.changes()]
+    first_deploy = order.index(["functions", "deploy", "webhook"])
+    assert order.index(["secrets", "versions", "add"]) < first_deploy
+    echoed = starting(result.commands("RUN: "), "secrets", "versions", "add")
+    assert sorted(c[3] for c in echoed) == sorted(SECRET_VALUES)
+    assert all(c[4:] == ["--data-file=-", f"--project={PROJECT}"] for c in echoed)
+    assert not any(value in arg for value in SECRET_VALUES.values() for c in cloud.fake.calls for arg in c)
+    for value in SECRET_VALUES.values():
+        assert value not in result.stdout + result.stderr
+
+
+def test_a_value_is_never_replaced_and_an_unknown_name_is_refused(make_cloud):
+    cloud = deployed(make_cloud)
+    kept = cloud.deploy("--secrets-file", "-", stdin="WEBHOOK_SECRET=another-value\n")
+    assert kept.returncode == 0, kept.stderr
+    assert cloud.state["secret_values"]["WEBHOOK_SECRET"] == SECRET_VALUES["WEBHOOK_SECRET"]
+    assert "ok, has a value: WEBHOOK_SECRET" in kept.stderr
+
+    refused = cloud.deploy("--secrets-file", "-", stdin="WEBHOOK_SECRT=typo-value\n")
+    assert refused.returncode != 0 and cloud.fake.changes() == []
+    assert "-:1: expected NAME=VALUE" in refused.stderr and "typo-value" not in refused.stderr
+
+
+def test_a_terminal_is_asked_for_each_missing_value_without_echo(make_cloud):
+    import pty
+
+    cloud = make_cloud()
+    leader, follower = pty.openpty()
+    answers = {"WEBHOOK_SECRET": SECRET_VALUES["WEBHOOK_SECRET"], "OPERATOR_KEY": SECRET_VALUES["OPERATOR_KEY"]}
+    process = subprocess.Popen(["bash", str(DEPLOY), "--config", str(cloud.config)], env=cloud.env,
+                               stdin=follower, stdout=subprocess.PIPE, stderr=follower)
+    os.close(follower)
+    seen, pending = b"", list(secret_table.NAMES)
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+        while pending and f"  {pending[0]} (".encode() in seen.split(b"\n")[-1]:
+            name = pending.pop(0)
+            os.write(leader, (answers.get(name, "") + "\n").encode())
+            seen += b"\n"
+        if b"static egress IP" in seen:
+            break
+    out, _ = process.communicate(timeout=60)
+    os.close(leader)
+    assert process.returncode == 0, seen.decode(errors="replace")
+    assert {k: cloud.state["secret_values"][k] for k in answers} == answers
+    for value in answers.values():
+        assert value.encode() not in seen + out
+
+
+# --- 5. checks of what exists -----------------------------------------------------------------
+
+NAT_FIX = f"gcloud compute routers nats update tvf-nat --router=tvf-router --region={REGION}"
+ADDRESSES = f"https://www.googleapis.com/compute/v1/projects/{PROJECT}/regions/{REGION}/addresses/"
+SUBNETS = f"https://www.googleapis.com/compute/v1/projects/{PROJECT}/regions/{REGION}/subnetworks/"
+
+
+@pytest.mark.parametrize(
+    ("drift", "fix"),
+    [
+        ({"natIps": [ADDRESSES + "tvf-egress-ip", ADDRESSES + "other-ip"]}, "--nat-external-ip-pool=tvf-egress-ip"),
+        ({"natIps": [ADDRESSES + "tvf-egress-ip-old"]}, "--nat-external-ip-pool=tvf-egress-ip"),
+        ({"natIpAllocateOption": "AUTO_ONLY", "natIps": []}, "--nat-external-ip-pool=tvf-egress-ip"),
+        ({"subnetworks": [{"name": SUBNETS + "other-subnet"}]},
+         "--nat-custom-subnet-ip-ranges=other-subnet,tvf-egress-subnet"),
+    ],
+    ids=["extra-address", "address-named-like-it", "automatic-addresses", "subnet-not-covered"],
+)
+def test_a_drifted_nat_stops_the_run_with_the_exact_fix(make_cloud, drift, fix):
+    cloud = deployed(make_cloud)
+    cloud.state["resources"]["compute routers nats"]["tvf-nat"].update(drift)
+
+    result = cloud.deploy()
+
+    assert result.returncode != 0
+    assert f"fix Cloud NAT tvf-nat, then re-run: {NAT_FIX} {fix} --project={PROJECT}" in result.stderr
+    assert not any(c[:2] == ["functions", "deploy"] for c in cloud.fake.calls)
+
+
+def test_a_nat_for_all_subnets_through_the_static_ip_alone_passes(make_cloud):
+    cloud = deployed(make_cloud)
+    cloud.state["resources"]["compute routers nats"]["tvf-nat"].update(
+        sourceSubnetworkIpRangesToNat="ALL_SUBNETWORKS_ALL_IP_RANGES", subnetworks=[])
+    result = cloud.deploy()
+    assert result.returncode == 0, result.stderr
+    assert "ok: Cloud NAT tvf-nat sends tvf-egress-subnet out through tvf-egress-ip only" in result.stderr
+
+
+def test_a_subnet_without_private_google_access_gets_it(make_cloud):
+    cloud = deployed(make_cloud)
+    cloud.state["resources"]["compute networks subnets"]["tvf-egress-subnet"]["privateIpGoogleAccess"] = False
+    result = cloud.deploy()
+    assert result.returncode == 0, result.stderr
+    assert starting(result.commands("RUN: "), "compute", "networks", "subnets", "update") == [
+        ["compute", "networks", "subnets", "update", "tvf-egress-subnet", f"--region={REGION}",
+         "--enable-private-ip-google-access", f"--project={PROJECT}"]]
+
+
+def test_the_dead_letter_subscription_is_the_one_the_trigger_names(make_cloud):
+    cloud = make_cloud()
+    decoy = f"eventarc-{REGION}-order-worker-000000-sub-001"  # an old trigger's leftover
+    cloud.state.setdefault("resources", {})["pubsub subscriptions"] = {decoy: {
+        "name": f"projects/{PROJECT}/subscriptions/{decoy}", "topic": f"projects/{PROJECT}/topics/orders"}}
+    result = cloud.deploy("--secrets-file", str(cloud.secrets_file(SECRET_VALUES)))
+    assert result.returncode == 0, result.stderr
+    trigger = cloud.state["resources"]["eventarc triggers"]["order-worker-482913"]
+    update = only(result.commands("RUN: "), "pubsub", "subscriptions", "update")
+    assert update[3] == trigger["transport"]["pubsub"]["subscription"].rsplit("/", 1)[1] != decoy
+
+
+def test_ttl_and_index_changes_right_after_the_database_is_created_are_retried(make_cloud):
+    cloud = make_cloud(state={"failures": {
+        "firestore fields ttls update": {"message": "FAILED_PRECONDITION: the database is not ready", "times": 2},
+        "firestore indexes composite create": {"message": "FAILED_PRECONDITION: the database is not ready", "times": 1},
+    }})
+    result = cloud.deploy("--secrets-file", str(cloud.secrets_file(SECRET_VALUES)))
+    assert result.returncode == 0, result.stderr
+    assert len(cloud.state["ttls"]) == 5 and len(cloud.state["indexes"]) == 2
+    assert cloud.sleeps.read_text().split() == ["10"] * 3
+    assert "a new Firestore database takes a moment" in result.stderr
+
+
+def test_a_failed_lookup_whose_message_holds_404_among_digits_is_not_taken_for_missing(make_cloud):
+    cloud = deployed(make_cloud)
+    cloud.state["failures"] = {"pubsub topics list": {
+        "message": "PERMISSION_DENIED: caller lacks pubsub.topics.list on project 140412345678", "times": 1}}
+    result = cloud.deploy()
+    assert result.returncode != 0
+    assert "lookup failed: gcloud pubsub topics list" in result.stderr
+    assert not any(c[:3] == ["pubsub", "topics", "create"] for c in cloud.fake.calls)
+
+
+# --- 6. dry runs that cannot look anything up -------------------------------------------------
+
+def test_a_dry_run_that_cannot_look_anything_up_says_so_first_and_fails(make_cloud):
+    cloud = make_cloud(state={"no_credentials": True})
+    result = cloud.deploy("--dry-run")
+    assert result.returncode == 2
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"# DRY RUN FAILED: cannot look anything up in project {PROJECT}, so there is no plan."
+    assert "You do not currently have an active account selected." in lines[1]
+    assert result.commands("DRY-RUN: ") == []
+
+
+def test_assume_empty_plans_everything_without_a_single_lookup(make_cloud, empty_project_dry_run):
+    cloud = make_cloud(state={"no_credentials": True})
+    result = cloud.deploy("--dry-run", "--assume-empty")
+    assert result.returncode == 0, result.stderr
+    assert cloud.fake.calls == []
+    assert result.stdout.splitlines()[0].startswith("# DRY RUN FOR AN EMPTY PROJECT (--assume-empty)")
+    plan = result.commands("DRY-RUN: ")
+    looked_up = empty_project_dry_run[1].commands("DRY-RUN: ")
+    assert [c[:3] for c in plan] == [c[:3] for c in looked_up]
+
+
+def test_assume_empty_needs_a_dry_run(make_cloud):
+    cloud = make_cloud()
+    result = cloud.deploy("--assume-empty")
+    assert result.returncode != 0 and "--assume-empty only goes with --dry-run" in result.stderr
+    assert cloud.fake.calls == []
+
+
 # --- configuration ------------------------------------------------------------------------
 
 @pytest.mark.parametrize(
@@ -613,7 +827,7 @@ def test_the_fake_also_runs_as_a_one_shot_command(tmp_path):
         ["pubsub", "topics", "describe"], ["pubsub", "topics", "create"], ["pubsub", "topics", "describe"]]
 
 
-# --- 4. lint ------------------------------------------------------------------------------
+# --- 7. lint ------------------------------------------------------------------------------
 
 def test_shellcheck_passes():
     shellcheck = shutil.which("shellcheck")
