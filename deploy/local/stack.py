@@ -281,8 +281,8 @@ class Stack:
             waits += [pool.submit(self._start_function, name) for name in FUNCTIONS]
             for wait in waits:
                 wait.result()
-        # One after the other: beside the symbols job's writes, the login's first Firestore
-        # calls on a freshly started emulator outlast the functions' 1 s timeout.
+        # One after the other: run beside the symbols job, the login's first calls to a freshly
+        # started Firestore emulator outlasted FIRESTORE_TIMEOUT (1 s) in 2 starts of 3.
         self._load_symbol_master()
         if not self.external:
             self._login()
