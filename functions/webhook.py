@@ -307,8 +307,11 @@ def _audit(req: _Request, settings: Settings, outcome: str, status: int, *, orde
 
 
 def _audit_rejection(req: _Request, deps: WebhookDeps, exc: RouterError, status: int) -> None:
-    audit = _audit(req, deps.settings, "rejected" if status < 500 else "error", status, error=exc)
     try:
+        # Early refusals (a probe, a bad body) come before the secrets are read; the audit
+        # scrubs with them all the same (a header may carry one).
+        req.secrets = req.secrets or tuple(deps.webhook_secrets())
+        audit = _audit(req, deps.settings, "rejected" if status < 500 else "error", status, error=exc)
         deps.store().record_alert(audit)
     except Exception:
         log.warning("alert audit not written", exc_info=True)
