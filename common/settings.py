@@ -63,7 +63,14 @@ class Settings(BaseModel):
     max_alert_age_seconds: int = Field(60, alias="MAX_ALERT_AGE_SECONDS", gt=0)
     dedupe_window_seconds: int = Field(60, alias="DEDUPE_WINDOW_SECONDS", gt=0)
     alert_ttl_days: int = Field(30, alias="ALERT_TTL_DAYS", gt=0)
+    # Firestore timeouts, one per function, each bounding a call (retries included) by what
+    # its caller can wait: TradingView's 3 s for the webhook (FIRESTORE_TIMEOUT); for the
+    # worker, the order's age limit; for the scheduler, its job's deadline; for auth, the
+    # trader's browser on the login page.
     firestore_timeout: float = Field(1.0, alias="FIRESTORE_TIMEOUT", gt=0)
+    worker_firestore_timeout: float = Field(10.0, alias="WORKER_FIRESTORE_TIMEOUT", gt=0)
+    scheduler_firestore_timeout: float = Field(10.0, alias="SCHEDULER_FIRESTORE_TIMEOUT", gt=0)
+    login_firestore_timeout: float = Field(5.0, alias="LOGIN_FIRESTORE_TIMEOUT", gt=0)
     publish_timeout: float = Field(1.2, alias="PUBLISH_TIMEOUT", gt=0)
 
     # --- order worker ---
@@ -88,6 +95,8 @@ class Settings(BaseModel):
     # --- notifications ---
     telegram_chat_id: str = Field("", alias="TELEGRAM_CHAT_ID")
     telegram_api_base: str = Field("https://api.telegram.org", alias="TELEGRAM_API_BASE")
+    # A secret (the URL carries its credential): in the cloud Secret Manager puts it into
+    # the environment (common/secret_table.py).
     notify_webhook_url: str = Field("", alias="NOTIFY_WEBHOOK_URL")
     notify_timeout: float = Field(3.0, alias="NOTIFY_TIMEOUT", gt=0)
 

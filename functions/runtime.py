@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Mapping
 
+from common import secret_table
 from common.clients import Lazy, firestore_client
 from common.orders import OrderStore
 from common.pubsub import Publisher
@@ -36,7 +37,7 @@ def webhook_deps(settings: Settings, environ: Mapping[str, str]) -> WebhookDeps:
     store = Lazy(lambda: OrderStore(firestore_client(settings.project), timeout=settings.firestore_timeout))
     return WebhookDeps(
         settings=settings,
-        webhook_secrets=lambda: _split(secrets.get_optional("WEBHOOK_SECRET")),
+        webhook_secrets=lambda: _split(secrets.get_optional(secret_table.WEBHOOK_SECRET)),
         store=store.get,
         publisher=Publisher(settings.project, timeout=settings.publish_timeout),
         clock=settings.clock(),
@@ -56,12 +57,15 @@ def auth_deps(settings: Settings, environ: Mapping[str, str]) -> "AuthDeps":
 
     secrets = make_secret_store(settings, environ)
     db = Lazy(lambda: firestore_client(settings.project))
-    return AuthDeps(settings=settings, secrets=secrets, db=db.get, notifier=_notifier(settings, secrets),
+    return AuthDeps(settings=_firestore_timeout(settings, settings.login_firestore_timeout), secrets=secrets,
+                    db=db.get, notifier=_notifier(settings, secrets),
                     clock=settings.clock())
 
 
-# The worker and the jobs have no 3-second caller waiting on them: Firestore may take its time.
-_BACKGROUND_STORE_TIMEOUT = 10.0
+def _firestore_timeout(settings: Settings, seconds: float) -> Settings:
+    """``settings`` with ``firestore_timeout`` (the webhook's, read by the modules the
+    functions share) set to this function's own Firestore timeout."""
+    return settings.model_copy(update={"firestore_timeout": seconds})
 
 
 def _notifier(settings: Settings, secrets: "SecretStore") -> "Notifier":
@@ -90,17 +94,17 @@ def worker_deps(settings: Settings, environ: Mapping[str, str]) -> "WorkerDeps":
     db = firestore_client(settings.project)
     clock = settings.clock()
     tokens = TokenReader(secrets, ttl_seconds=settings.token_cache_seconds, wall_clock=clock)
-    sessions = SessionStore(db, timeout=_BACKGROUND_STORE_TIMEOUT)
+    sessions = SessionStore(db, timeout=settings.worker_firestore_timeout)
     masters = MasterRepository(db, make_artifact_store(settings), check_seconds=settings.master_check_seconds)
     return WorkerDeps(
         settings=settings,
-        store=OrderStore(db, timeout=_BACKGROUND_STORE_TIMEOUT),
-        controls=ControlsReader(db, ttl=settings.controls_cache_seconds, timeout=_BACKGROUND_STORE_TIMEOUT),
+        store=OrderStore(db, timeout=settings.worker_firestore_timeout),
+        controls=ControlsReader(db, ttl=settings.controls_cache_seconds, timeout=settings.worker_firestore_timeout),
         breaker=CircuitBreaker(db, threshold=settings.breaker_threshold,
                                cooldown=timedelta(seconds=settings.breaker_cooldown_seconds),
-                               timeout=_BACKGROUND_STORE_TIMEOUT),
+                               timeout=settings.worker_firestore_timeout),
         master=masters.current,
-        broker=FyersBroker.from_settings(settings, secrets.get("FYERS_APP_ID"), tokens.get),
+        broker=FyersBroker.from_settings(settings, secrets.get(secret_table.FYERS_APP_ID), tokens.get),
         invalidate_token=tokens.invalidate,
         needs_login=lambda reason, now: sessions.mark_needs_login("TOKEN_DEAD", reason, now),
         notify=_notifier(settings, secrets).send,
@@ -124,12 +128,13 @@ def scheduler_deps(settings: Settings, environ: Mapping[str, str]) -> "Scheduler
     notifier = _notifier(settings, secrets)
     masters = Lazy(lambda: MasterRepository(db.get(), make_artifact_store(settings),
                                             check_seconds=settings.master_check_seconds,
-                                            timeout=_BACKGROUND_STORE_TIMEOUT))
+                                            timeout=settings.scheduler_firestore_timeout))
 
     def session() -> "SessionJobDeps":
         from functions.jobs.session import SessionJobDeps
 
-        return SessionJobDeps(settings=settings, secrets=secrets, db=db.get(), notifier=notifier)
+        return SessionJobDeps(settings=_firestore_timeout(settings, settings.scheduler_firestore_timeout),
+                              secrets=secrets, db=db.get(), notifier=notifier)
 
     def symbols() -> "SymbolsDeps":
         from functions.jobs.symbols import SymbolsDeps
@@ -142,21 +147,21 @@ def scheduler_deps(settings: Settings, environ: Mapping[str, str]) -> "Scheduler
 
         # The token is read on every call, uncached: a run must see the morning login. The
         # adapter rebuilds its SDK model only when the token changes.
-        return FyersBroker.from_settings(settings, secrets.get("FYERS_APP_ID"), TokenReader(secrets, ttl_seconds=0, wall_clock=clock).get)
+        return FyersBroker.from_settings(settings, secrets.get(secret_table.FYERS_APP_ID), TokenReader(secrets, ttl_seconds=0, wall_clock=clock).get)
 
     broker = Lazy(fyers)
 
     def reconcile() -> "ReconcileDeps":
         from functions.jobs.reconcile import ReconcileDeps
 
-        return ReconcileDeps(settings=settings, store=OrderStore(db.get(), timeout=_BACKGROUND_STORE_TIMEOUT),
-                             broker=broker.get, notifier=notifier, timeout=_BACKGROUND_STORE_TIMEOUT)
+        return ReconcileDeps(settings=settings, store=OrderStore(db.get(), timeout=settings.scheduler_firestore_timeout),
+                             broker=broker.get, notifier=notifier, timeout=settings.scheduler_firestore_timeout)
 
     def health() -> "HealthDeps":
         from functions.jobs.health import HealthDeps
 
         return HealthDeps(settings=settings, db=db.get(), masters=masters.get(), notifier=notifier,
-                          timeout=_BACKGROUND_STORE_TIMEOUT)
+                          timeout=settings.scheduler_firestore_timeout)
 
     return SchedulerDeps(settings=settings, session=session, symbols=symbols, reconcile=reconcile, health=health,
                          clock=clock)

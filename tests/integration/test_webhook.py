@@ -14,11 +14,15 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from google.cloud.firestore_v1.base_query import FieldFilter
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from common.records import ALERTS, DEDUPE, ORDERS
 from deploy.local.emulators import free_port
 from tests.conftest import render
 from tests.integration.conftest import OTHER_SECRET, SECRET, Clock, make_client
+from tests.unit.test_webhook_fuzz import JSON, KEYS, KNOWN_FIELDS, dumps
 
 pytestmark = pytest.mark.emulators
 
@@ -360,3 +364,26 @@ def test_the_secret_never_appears_in_logs_answers_or_documents(client, firestore
     messages = [m.data.decode() for m in topics.pull(topics.orders)]
     for text in texts + [out, err, caplog.text] + documents + messages:
         assert SECRET not in text
+
+
+# --- the fuzz, on the real emulators ---------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(field=st.sampled_from(KNOWN_FIELDS) | KEYS, value=JSON)
+def test_malformed_fields_on_the_emulators_are_answered_below_500_and_audited(deps_factory, firestore_db, topics,
+                                                                            field, value):
+    """tests/unit/test_webhook_fuzz.py holds the 10,000-example fuzz; this checks the real services agree."""
+    request_id = uuid.uuid4().hex
+    body = {**json.loads(option_alert()), field: value}
+    answer = post(make_client(deps_factory()), dumps(body), **{"Function-Execution-Id": request_id})
+    assert answer.status_code < 500, answer.get_data(as_text=True)
+    query = firestore_db.collection(ALERTS).where(filter=FieldFilter("request_id", "==", request_id))
+    [audit] = [d.to_dict() for d in query.stream()]
+    assert audit["http_status"] == answer.status_code  # stored, however odd the body
+    stored = json.dumps(audit, default=str)
+    if answer.get_json()["status"] == "accepted":
+        stored += json.dumps(firestore_db.collection(ORDERS).document(answer.get_json()["order_id"]).get().to_dict(),
+                             default=str)
+    assert SECRET not in stored and SECRET not in answer.get_data(as_text=True)
