@@ -72,7 +72,7 @@ RENDERED = {"strategy.order.action": "sell", "strategy.order.contracts": "2", "t
 
 def readme_templates() -> list[str]:
     text = README.read_text()
-    rendered = re.sub(r"\{\{([^{}]+)\}\}", lambda m: RENDERED[m.group(1)], text)
+    rendered = re.sub(r"\{\{([^{}]+)\}\}", lambda m: RENDERED.get(m.group(1), m.group(0)), text)
     decoder = json.JSONDecoder()
     return [json.dumps(decoder.raw_decode(rendered, m.start())[0]) for m in re.finditer(r'\{"secret"', rendered)]
 
