@@ -1,8 +1,6 @@
 """The secret store: where the router's secrets live, behind one small interface.
 
-Secrets (``WEBHOOK_SECRET``, ``FYERS_APP_ID``, ``FYERS_SECRET_KEY``,
-``FYERS_ACCESS_TOKEN``, ``FYERS_REFRESH_TOKEN``, ``FYERS_PIN``,
-``OPERATOR_KEY``, ``TELEGRAM_BOT_TOKEN``) are read by name. Backends:
+Secrets (named in ``common/secret_table.py``) are read by name. Backends:
 
 * :class:`SecretManagerStore`: Google Secret Manager, in the cloud.
 * :class:`EnvSecretStore`: environment variables plus a file overlay, for local runs.
@@ -23,6 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
+from common import secret_table
 from common.errors import ConfigError, SecretNotFound
 
 if TYPE_CHECKING:
@@ -30,16 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SECRET_NAMES = (
-    "WEBHOOK_SECRET",
-    "FYERS_APP_ID",
-    "FYERS_SECRET_KEY",
-    "FYERS_ACCESS_TOKEN",
-    "FYERS_REFRESH_TOKEN",
-    "FYERS_PIN",
-    "OPERATOR_KEY",
-    "TELEGRAM_BOT_TOKEN",
-)
+SECRET_NAMES = secret_table.NAMES  # names, and who may read which: common/secret_table.py
 
 # Where local runs keep secrets written by `put` (the login flow's fresh token), so that
 # the other local functions, in other processes, read it too.

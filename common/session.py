@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import BaseModel, ConfigDict
 
+from common import secret_table
 from common.clients import bounded_retry
 from common.errors import TokenDead
 from common.records import SYSTEM
@@ -39,8 +40,8 @@ LOGIN_LINKS = "login_links"
 AUTH_STATES = "auth_states"
 AUTH_EVENTS = "auth_events"
 
-ACCESS_TOKEN_SECRET = "FYERS_ACCESS_TOKEN"
-REFRESH_TOKEN_SECRET = "FYERS_REFRESH_TOKEN"
+ACCESS_TOKEN_SECRET = secret_table.FYERS_ACCESS_TOKEN
+REFRESH_TOKEN_SECRET = secret_table.FYERS_REFRESH_TOKEN
 
 STATE_TTL = timedelta(minutes=10)
 AUTH_EVENT_TTL = timedelta(days=30)

@@ -38,6 +38,7 @@ class Module:
         self.tree = ast.parse(path.read_text(), str(path))
         self.defs: dict[str, ast.AST] = {}
         self.constants: dict[str, str] = {}
+        self.values: dict[str, ast.expr] = {}  # NAME = <expression>, e.g. secret_table.FYERS_PIN
         self.imports: dict[str, tuple[str, str | None]] = {}  # alias -> (module, attribute)
         for node in self.tree.body:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -46,6 +47,7 @@ class Module:
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 for target in (t for t in targets if isinstance(t, ast.Name)):
                     self.defs[target.id] = node
+                    self.values[target.id] = node.value
                     if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
                         self.constants[target.id] = node.value.value
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
@@ -87,9 +89,17 @@ def target(mod: str, attr: str | None) -> tuple[str, str | None] | None:
 
 
 def constant(mod: str, attr: str) -> str | None:
+    """The string that ``mod.attr`` holds, through re-exports and ``NAME = other.NAME``."""
     found = target(mod, attr)
-    if found and found[1] is not None:
-        return module(found[0]).constants.get(found[1])
+    if not found or found[1] is None:
+        return None
+    m = module(found[0])
+    if found[1] in m.constants:
+        return m.constants[found[1]]
+    value = m.values.get(found[1])
+    if isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name) and value.value.id in m.imports:
+        bound = target(*m.imports[value.value.id])
+        return constant(bound[0], value.attr) if bound and bound[1] is None else None
     return None
 
 
@@ -102,7 +112,7 @@ def secret_in(node: ast.AST, mod: Module, local: dict) -> str | None:
         if node.id in local:
             value = constant(*local[node.id]) if local[node.id][1] else None
         else:
-            value = mod.constants.get(node.id)
+            value = constant(mod.name, node.id)
     elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in local:
         bound = target(*local[node.value.id])
         value = constant(bound[0], node.attr) if bound and bound[1] is None else None
