@@ -47,6 +47,12 @@ def order_id_for(claim: str) -> str:
     return ORDER_ID_PREFIX + hashlib.sha256(claim.encode()).hexdigest()[:_ORDER_ID_HEX]
 
 
+def is_order_id(tag: str | None) -> bool:
+    """Whether a Fyers ``orderTag`` has the shape of our order ids (:func:`order_id_for`)."""
+    return (tag is not None and len(tag) == len(ORDER_ID_PREFIX) + _ORDER_ID_HEX and tag.startswith(ORDER_ID_PREFIX)
+            and all(c in "0123456789abcdef" for c in tag[len(ORDER_ID_PREFIX):]))
+
+
 def canonical_order(alert: Alert) -> str:
     """The alert's order fields as canonical JSON (sorted keys, no time, no secret)."""
     fields = alert.order_fields()

@@ -46,6 +46,9 @@ class NotificationKind(StrEnum):
     ORDER_EXPIRED = "ORDER_EXPIRED"
     ORDER_BLOCKED = "ORDER_BLOCKED"
     ORDER_UNKNOWN = "ORDER_UNKNOWN"
+    ORDER_NOT_QUEUED = "ORDER_NOT_QUEUED"
+    DUPLICATE_AT_BROKER = "DUPLICATE_AT_BROKER"
+    UNRECORDED_AT_BROKER = "UNRECORDED_AT_BROKER"
     NEEDS_LOGIN = "NEEDS_LOGIN"
     LOGGED_IN = "LOGGED_IN"
     HEALTH = "HEALTH"
@@ -67,6 +70,9 @@ _EMOJI = {
     NotificationKind.ORDER_EXPIRED: "⌛",
     NotificationKind.ORDER_BLOCKED: "🚫",
     NotificationKind.ORDER_UNKNOWN: "❓",
+    NotificationKind.ORDER_NOT_QUEUED: "📭",
+    NotificationKind.DUPLICATE_AT_BROKER: "‼️",
+    NotificationKind.UNRECORDED_AT_BROKER: "👻",
     NotificationKind.NEEDS_LOGIN: "🔑",
     NotificationKind.LOGGED_IN: "✅",
     NotificationKind.HEALTH: "🩺",

@@ -62,6 +62,7 @@ class Claim:
     outcome: str
     record: OrderRecord | None
     previous: OrderStatus | None = None
+    previous_lease_until: datetime | None = None  # the lease a takeover broke: sends stopped by then
 
 
 class OrderStore:
@@ -174,7 +175,7 @@ class OrderStore:
                 reason="CLAIMED" if status == OrderStatus.QUEUED else "LEASE_EXPIRED",
                 message=f"attempt {record.attempts + 1}").to_firestore())
             claimed = record.model_copy(update={**update, "status": OrderStatus.PLACING})
-            return Claim("claimed", claimed, previous=status)
+            return Claim("claimed", claimed, previous=status, previous_lease_until=record.lease_until)
 
         return attempt(self._db.transaction())
 

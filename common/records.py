@@ -109,6 +109,9 @@ class OrderRecord(_Doc):
     broker_request: dict[str, Any] | None = None
     broker_order_id: str | None = None
     broker_order_ids: list[str] | None = None  # slices and splits
+    sent_at: datetime | None = None  # when the last placement request left for Fyers
+    may_land_until: datetime | None = None  # an unanswered placement may still be booked until then
+    broker_duplicates: list[str] | None = None  # Fyers orders with this order's tag beyond its own
     placed_at: datetime | None = None
     # the broker's view, after reconciliation
     broker_status: str | None = None

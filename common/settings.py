@@ -84,6 +84,9 @@ class Settings(BaseModel):
     orders_per_second: int = Field(8, alias="ORDERS_PER_SECOND", gt=0, le=10)
     orders_per_minute: int = Field(180, alias="ORDERS_PER_MINUTE", gt=0, le=200)
     lease_seconds: int = Field(30, alias="LEASE_SECONDS", gt=0)
+    # An unanswered placement (read timeout, reset after sending, 5xx, 201) may still be booked
+    # by Fyers this long after it was sent: no order is placed again before then.
+    placement_landing_seconds: float = Field(20.0, alias="PLACEMENT_LANDING_SECONDS", gt=0)
     controls_cache_seconds: float = Field(5.0, alias="CONTROLS_CACHE_SECONDS", ge=0)
     token_cache_seconds: float = Field(60.0, alias="TOKEN_CACHE_SECONDS", ge=0)
     breaker_threshold: int = Field(3, alias="BREAKER_THRESHOLD", gt=0)

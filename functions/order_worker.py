@@ -1,13 +1,24 @@
 """The ``order_worker`` CloudEvent function: place each queued order at most once.
 
 Pub/Sub delivers at least once, sometimes twice at the same moment. The
-Firestore claim (a transaction with a lease) lets one delivery proceed; a
-takeover after a crash or an ambiguous answer reads the broker's book by tag
-before anything is placed again. Every step is an event on the order.
+Firestore claim (a transaction with a lease) lets one delivery proceed; another
+that finds the lease live waits for the holder to finish or its lease to end,
+never acks itself away. Every step is an event on the order.
 
-Return = ack. Raise = nack, and Pub/Sub redelivers: only for retryable
-failures still inside the order's age budget, and only after the order is
-released to QUEUED, so the redelivery can claim it.
+Never twice: each placement failure is classed by what Fyers can still do.
+
+* Never reached Fyers (connection refused, DNS, TLS, connect timeout, the
+  gateway's 503 page): sent again with backoff while the signal is fresh.
+* Refused by Fyers: REJECTED with its reason.
+* May still land (read timeout, reset after sending, a JSON 5xx, 201): UNKNOWN
+  with ``may_land_until`` = sent + ``PLACEMENT_LANDING_SECONDS``. The book is
+  read at once, and again at that bound; only an order still absent then is
+  placed again, and only while the signal is fresh. A takeover after a crash
+  honours the same bound, counted from the lease it broke.
+
+Outcomes and notices go through :class:`common.outcome.Outcomes`, shared with the
+reconcile job. Return = ack. Raise = nack, and Pub/Sub redelivers: only for
+retryable failures still inside the order's age budget.
 """
 
 from __future__ import annotations
@@ -17,13 +28,14 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from pydantic import ValidationError
 
 from common.alert import Alert
 from common.breaker import CircuitBreaker
-from common.broker.models import BrokerOrder, OrderRequest, PlaceResult
+from common.broker.models import OrderRequest, PlaceResult
+from common.broker.ports import Trading
 from common.controls import ControlsReader
 from common.errors import (
     BrokerAmbiguous,
@@ -32,26 +44,29 @@ from common.errors import (
     BrokerTransient,
     RateLimited,
     RouterError,
+    StoreUnavailable,
     TokenDead,
 )
 from common.logs import get_logger, log_context
 from common.market import market_closed_reason
 from common.notify import Notification, NotificationKind, Severity
-from common.orders import OrderStore, queued_record
+from common.orders import Claim, OrderStore, queued_record
+from common.outcome import Book, BookView, Outcomes, describe, signal_deadline
 from common.placement import Plan, plan_order
 from common.ratelimit import RateLimitBudgetExceeded, SlidingWindowLimiter
-from common.records import OrderCommand, OrderEvent, OrderRecord, OrderStatus, ist_day, today_ist
+from common.records import IST, OrderCommand, OrderEvent, OrderRecord, OrderStatus, ist_day, today_ist
 from common.settings import Settings
 
 log = get_logger("order_worker")
 
-_NOTIFY = {
-    OrderStatus.REJECTED: (NotificationKind.ORDER_REJECTED, Severity.ERROR, "❌"),
-    OrderStatus.FAILED: (NotificationKind.ORDER_FAILED, Severity.ERROR, "⛔"),
-    OrderStatus.EXPIRED: (NotificationKind.ORDER_EXPIRED, Severity.WARNING, "⌛"),
-    OrderStatus.BLOCKED: (NotificationKind.ORDER_BLOCKED, Severity.WARNING, "🚫"),
-    OrderStatus.UNKNOWN: (NotificationKind.ORDER_UNKNOWN, Severity.CRITICAL, "❓"),
-}
+# A delivery that finds another's live lease looks again this often.
+LEASE_POLL_SECONDS = 1.0
+# What provably never reached Fyers is sent again after this, doubling each time, while fresh.
+RESEND_BACKOFF_SECONDS = 0.5
+# Placements of one signal that may each have reached Fyers, at most: past that, a human decides.
+MAX_PLACEMENTS = 3
+
+T = TypeVar("T")
 
 
 class Retry(Exception):
@@ -67,7 +82,7 @@ class WorkerDeps:
     controls: ControlsReader
     breaker: CircuitBreaker
     master: Callable[[], Any]  # -> SymbolMaster
-    broker: Any  # FyersBroker
+    broker: Trading
     invalidate_token: Callable[[], None]
     needs_login: Callable[[str, datetime], None]  # marks system/broker_session NEEDS_LOGIN
     notify: Callable[[Notification], Any]
@@ -86,6 +101,8 @@ class _Job:
     command: OrderCommand
     record: OrderRecord
     deadline: datetime  # the order may not reach the broker after this
+    lease_until: datetime | None  # this delivery sends nothing after this
+    outcomes: Outcomes
 
 
 def handle(cloud_event: Any, deps: WorkerDeps) -> None:
@@ -95,7 +112,12 @@ def handle(cloud_event: Any, deps: WorkerDeps) -> None:
     if command is None:
         return
     with log_context(request_id=command.request_id, order_id=command.order_id):
-        _process(command, deps)
+        try:
+            _process(command, deps)
+        except StoreUnavailable as exc:
+            # Nothing was decided that Firestore did not record: the redelivery starts afresh.
+            log.warning("Firestore unavailable; Pub/Sub will redeliver", extra={"fields": {"error": exc.message}})
+            raise Retry(exc.message) from exc
 
 
 # --- decode and claim -----------------------------------------------------------
@@ -123,18 +145,44 @@ def _process(command: OrderCommand, deps: WorkerDeps) -> None:
     if not command.recorded or deps.store.get(command.order_id) is None:
         if not _record_for_webhook(command, deps, now):
             return
-    claim = deps.store.claim(command.order_id, worker_id=deps.worker_id, now=now,
-                             lease=timedelta(seconds=deps.settings.lease_seconds))
-    if claim.outcome != "claimed":
-        log.info("delivery skipped", extra={"fields": {"claim": claim.outcome}})
-        return  # terminal, or another delivery holds a live lease: that one finishes the job
-    signal_time = min(t for t in (command.alert_time, command.received_at) if t is not None)
-    job = _Job(command, claim.record, signal_time + timedelta(seconds=deps.settings.max_order_age_seconds))
+    claim = _claim(command, deps)
+    if claim is None:
+        return
+    job = _Job(command, claim.record, signal_deadline(command.alert_time, command.received_at, deps.settings),
+               claim.record.lease_until, Outcomes(deps.store, deps.notify, deps.clock, deps.worker_id))
     if claim.previous in (OrderStatus.PLACING, OrderStatus.UNKNOWN):
-        # A takeover: an earlier attempt may have reached the broker. Look before placing.
-        if _found_in_book(job, deps, reason="TAKEOVER_LOOKUP", current=OrderStatus.PLACING):
+        # A takeover: an earlier attempt may have reached Fyers, or may still. Its holder sent
+        # nothing after its lease ended, and what it sent may land for the landing bound more.
+        landing = timedelta(seconds=deps.settings.placement_landing_seconds)
+        broken = claim.previous_lease_until + landing if claim.previous_lease_until else None
+        may_land_until = max((t for t in (broken, claim.record.may_land_until) if t), default=now)
+        if _settled_by_book(job, deps, may_land_until, current=OrderStatus.PLACING, request=None):
             return
     _guard_and_place(job, deps)
+
+
+def _claim(command: OrderCommand, deps: WorkerDeps) -> Claim | None:
+    """Take the order, waiting out another delivery's live lease: None when there is nothing to do.
+
+    A delivery that finds a live lease is never acked away: it waits until the holder
+    finishes (then there is nothing to do) or its lease ends (then this one takes over),
+    and past that wait it nacks, so Pub/Sub brings it back.
+    """
+    settings = deps.settings
+    give_up = deps.clock() + timedelta(seconds=settings.lease_seconds + settings.placement_landing_seconds + 5)
+    while True:
+        now = deps.clock()
+        claim = deps.store.claim(command.order_id, worker_id=deps.worker_id, now=now,
+                                 lease=timedelta(seconds=settings.lease_seconds))
+        if claim.outcome == "claimed":
+            return claim
+        if claim.outcome != "leased":
+            log.info("delivery skipped", extra={"fields": {"claim": claim.outcome}})
+            return None
+        if now >= give_up:
+            raise Retry("Another delivery still holds the order; Pub/Sub will bring this one back.")
+        lease_left = (claim.record.lease_until - now).total_seconds()  # type: ignore[union-attr]  # leased
+        deps.sleep(min(LEASE_POLL_SECONDS, max(0.05, lease_left)))
 
 
 def _record_for_webhook(command: OrderCommand, deps: WorkerDeps, now: datetime) -> bool:
@@ -180,7 +228,8 @@ def _guard_and_place(job: _Job, deps: WorkerDeps) -> None:
     max_lots = min(settings.max_lots_per_alert, controls.max_lots or settings.max_lots_per_alert)
     try:
         plan = plan_order(alert, order_id=job.record.order_id, master=deps.master(), today=today_ist(now),
-                          quote=lambda ticker: _ltp(ticker, job, deps), positions=lambda: _call(job, deps, "positions"),
+                          quote=lambda ticker: _ltp(ticker, job, deps),
+                          positions=lambda: _call(job, deps, lambda broker: broker.positions()),
                           cover_only=(alert.strategy or "").upper() in settings.cover_only_strategies,
                           max_lots=max_lots)
     except BrokerError as exc:
@@ -202,21 +251,31 @@ def _guard_and_place(job: _Job, deps: WorkerDeps) -> None:
 
 
 def _place(job: _Job, request: OrderRequest, deps: WorkerDeps, attempt: int = 1) -> None:
-    started = time.monotonic()
-    try:
-        result = _call(job, deps, "place_order", request)
-    except BrokerAmbiguous as exc:
-        deps.store.transition(job.record.order_id, OrderStatus.UNKNOWN, now=deps.clock(), by=deps.worker_id,
-                              from_status=OrderStatus.PLACING, reason="AMBIGUOUS", message=exc.message,
-                              broker_code=exc.broker_code, broker_message=exc.broker_message,
-                              latency_ms=_ms(started), fields={"broker_request": request.to_fyers()})
-        return _resolve_ambiguous(job, request, deps, attempt)
-    except BrokerError as exc:
-        return _broker_failure(job, deps, exc, started=started)
-    except RateLimitBudgetExceeded as exc:
-        return _release(job, deps, "RATE_BUDGET", f"Our own broker rate limit: next slot in {exc.wait:.1f} s.")
-    deps.breaker.record_success(deps.clock())
-    _placed(job, result, request, deps, started)
+    """Send the order. What provably never reached Fyers is sent again with backoff while the
+    signal is fresh; what may have reached it is settled from the book before anything else."""
+    backoff = RESEND_BACKOFF_SECONDS
+    while True:
+        started, sent_at = time.monotonic(), deps.clock()
+        try:
+            result = _call(job, deps, lambda broker: broker.place_order(request), placement=True)
+        except BrokerAmbiguous as exc:
+            return _ambiguous(job, request, deps, attempt, exc, sent_at, started)
+        except BrokerTransient as exc:
+            resend_at = deps.clock() + timedelta(seconds=backoff)
+            if resend_at < min(job.deadline, job.lease_until or job.deadline) and not isinstance(exc, RateLimited):
+                deps.store.add_event(job.record.order_id, OrderEvent(
+                    at=deps.clock(), to_status=OrderStatus.PLACING.value, reason="RESEND", by=deps.worker_id,
+                    message=f"{exc.message} Sending again in {backoff:g} s.", latency_ms=_ms(started)))
+                deps.sleep(backoff)
+                backoff *= 2
+                continue
+            return _broker_failure(job, deps, exc, started=started)
+        except BrokerError as exc:
+            return _broker_failure(job, deps, exc, started=started)
+        except RateLimitBudgetExceeded as exc:
+            return _release(job, deps, "RATE_BUDGET", f"Our own broker rate limit: next slot in {exc.wait:.1f} s.")
+        deps.breaker.record_success(deps.clock())
+        return _placed(job, result, request, deps, started)
 
 
 def _placed(job: _Job, result: PlaceResult, request: OrderRequest, deps: WorkerDeps, started: float | None) -> None:
@@ -228,49 +287,86 @@ def _placed(job: _Job, result: PlaceResult, request: OrderRequest, deps: WorkerD
                           fields={"broker_order_id": result.order_id, "placed_at": now,
                                   "broker_order_ids": list(result.order_ids), "broker_request": request.to_fyers()})
     log.info("order placed", extra={"fields": {"broker_order_id": result.order_id}})
-    _read_back(job, result.order_id, deps)
+    if job.record.publish_failed_at is not None:
+        # The trader saw TradingView's deliveries fail while the queue was down: tell them it went
+        # through after all, before they place it by hand.
+        late = (now - job.record.received_at).total_seconds()
+        job.outcomes.notify_once(job.record, NotificationKind.ORDER_PLACED, title=f"PLACED {describe(job.record)}",
+                                 text=(f"Placed {late:.0f} s after the alert, once the queue was back. "
+                                       "Do not place it by hand."), fields={"broker_order_id": result.order_id})
+    placed = job.record.model_copy(update={"broker_order_id": result.order_id,
+                                           "broker_order_ids": list(result.order_ids), "placed_at": now})
+    _read_back(job, placed, deps)
 
 
-def _read_back(job: _Job, broker_order_id: str, deps: WorkerDeps) -> None:
+def _read_back(job: _Job, record: OrderRecord, deps: WorkerDeps) -> None:
     """Read the order once, briefly, to catch an immediate RMS rejection (book status 5)."""
     deps.sleep(deps.read_back_delay)
     try:
-        order = _call(job, deps, "order_by_id", broker_order_id, budget=5.0)
+        order = _call(job, deps, lambda broker: broker.order_by_id(record.broker_order_id or ""), budget=5.0)
     except (BrokerError, RateLimitBudgetExceeded):
         return  # the scheduler's reconcile job will read it later
-    if order is not None:
-        _apply_book_order(job, deps, order, OrderStatus.PLACED)
+    if order is not None and (view := BookView.of([order])) is not None:
+        job.outcomes.apply_book(record, view, OrderStatus.PLACED)
 
 
-def _resolve_ambiguous(job: _Job, request: OrderRequest, deps: WorkerDeps, attempt: int) -> None:
-    """UNKNOWN: found in the book -> PLACED; absent twice -> place again (once, in budget)."""
-    if _found_in_book(job, deps, reason="BOOK_LOOKUP", current=OrderStatus.UNKNOWN, request=request):
+def _ambiguous(job: _Job, request: OrderRequest, deps: WorkerDeps, attempt: int, exc: BrokerAmbiguous,
+               sent_at: datetime, started: float) -> None:
+    """A placement that may still be booked: never send it again before its landing bound."""
+    may_land_until = sent_at + timedelta(seconds=deps.settings.placement_landing_seconds)
+    job.lease_until = may_land_until + timedelta(seconds=deps.settings.lease_seconds)  # hold it while we wait
+    deps.store.transition(job.record.order_id, OrderStatus.UNKNOWN, now=deps.clock(), by=deps.worker_id,
+                          from_status=OrderStatus.PLACING, reason="AMBIGUOUS", message=exc.message,
+                          broker_code=exc.broker_code, broker_message=exc.broker_message, latency_ms=_ms(started),
+                          fields={"broker_request": request.to_fyers(), "may_land_until": may_land_until,
+                                  "lease_until": job.lease_until})
+    if _settled_by_book(job, deps, may_land_until, current=OrderStatus.UNKNOWN, request=request):
         return
-    deps.sleep(deps.recheck_delay)
-    if _found_in_book(job, deps, reason="BOOK_RECHECK", current=OrderStatus.UNKNOWN, request=request):
-        return
-    now = deps.clock()
-    if attempt >= 2 or now > job.deadline:
-        why = "after a second attempt" if attempt >= 2 else "and the signal is now too old to place again"
-        _finish(job, deps, OrderStatus.UNKNOWN, "UNRESOLVED",
-                f"Fyers did not confirm the order and it is not in the book {why}. Check Fyers before acting.",
-                from_status=OrderStatus.UNKNOWN)
-        return
-    deps.store.transition(job.record.order_id, OrderStatus.PLACING, now=now, by=deps.worker_id,
+    if attempt >= MAX_PLACEMENTS:
+        return job.outcomes.finish(job.record, OrderStatus.FAILED, "NOT_PLACED", (
+            f"Fyers answered none of {attempt} attempts and booked none of them (absent from the book "
+            f"{deps.settings.placement_landing_seconds:g} s after each was sent). Nothing is open at Fyers from "
+            "this signal: place it by hand only if you still want it."), from_status=OrderStatus.UNKNOWN)
+    deps.store.transition(job.record.order_id, OrderStatus.PLACING, now=deps.clock(), by=deps.worker_id,
                           from_status=OrderStatus.UNKNOWN, reason="REPLACE",
-                          message="Absent from the book on two look-ups: placing again.")
+                          message="Not in the book after its landing bound, and the signal is fresh: placing again.")
     _place(job, request, deps, attempt + 1)
 
 
-def _found_in_book(job: _Job, deps: WorkerDeps, *, reason: str, current: OrderStatus,
-                   request: OrderRequest | None = None) -> bool:
-    """Look for this order (now in ``current`` status) in the broker's book. True when settled.
+def _settled_by_book(job: _Job, deps: WorkerDeps, may_land_until: datetime, *, current: OrderStatus,
+                     request: OrderRequest | None) -> bool:
+    """Settle an order that an earlier request may have reached Fyers with. True when settled.
 
-    A failed look-up raises :class:`Retry` in budget, or leaves the order UNKNOWN: never
-    place again without having seen the book.
+    Found in the book: recorded as the book says. Absent: looked for again once nothing sent
+    can still land (``may_land_until``); absent then, Fyers never booked it, and the order
+    goes on to be placed if the signal is still fresh, else it ends NOT_PLACED. A failed
+    look-up retries through Pub/Sub in budget, else leaves the order UNKNOWN: never place
+    again without having seen the book.
     """
+    if _found_in_book(job, deps, reason="BOOK_LOOKUP", current=current, request=request):
+        return True
+    wait = (may_land_until - deps.clock()).total_seconds()
+    if wait > 0:
+        deps.store.add_event(job.record.order_id, OrderEvent(
+            at=deps.clock(), to_status=current.value, reason="AWAIT_LANDING", by=deps.worker_id,
+            message=f"Not in the book yet; a request already sent may still be booked until "
+                    f"{may_land_until.astimezone(IST):%H:%M:%S} IST. Looking again then."))
+        deps.sleep(wait)
+        if _found_in_book(job, deps, reason="BOOK_RECHECK", current=current, request=request):
+            return True
+    if deps.clock() > job.deadline:
+        job.outcomes.finish(job.record, OrderStatus.FAILED, "NOT_PLACED", (
+            "Fyers did not book the order (absent from the book after every request could have landed), and the "
+            "signal is now too old to place again. Nothing is open at Fyers from this signal."), from_status=current)
+        return True
+    return False
+
+
+def _found_in_book(job: _Job, deps: WorkerDeps, *, reason: str, current: OrderStatus,
+                   request: OrderRequest | None) -> bool:
+    """Look for this order (now in ``current`` status) in the broker's book. True when settled."""
     try:
-        order = _lookup(job, deps, request)
+        view = _lookup(job, deps, request)
     except (BrokerError, RateLimitBudgetExceeded) as exc:
         message = getattr(exc, "message", str(exc))
         if deps.clock() < job.deadline and not isinstance(exc, (TokenDead, BrokerRejected)):
@@ -279,43 +375,26 @@ def _found_in_book(job: _Job, deps: WorkerDeps, *, reason: str, current: OrderSt
                                   message=f"Order book look-up failed: {message}. Will retry.",
                                   fields={"lease_until": deps.clock()})
             raise Retry(message) from exc
-        _finish(job, deps, OrderStatus.UNKNOWN, "LOOKUP_FAILED",
-                f"Could not read the Fyers order book ({message}). Check Fyers before acting.", from_status=current)
+        job.outcomes.finish(job.record, OrderStatus.UNKNOWN, "LOOKUP_FAILED", (
+            f"Fyers may or may not have this order, and its order book could not be read ({message}). "
+            f"Check the Fyers order book for tag {job.record.order_id} before acting; do not re-send the signal "
+            "or place it by hand until you have."), from_status=current)
         return True
     deps.store.add_event(job.record.order_id, OrderEvent(
         at=deps.clock(), to_status=current.value, reason=reason, by=deps.worker_id,
-        message=f"Order book look-up: {'found ' + order.id if order else 'not found'}."))
-    if order is None:
+        message=f"Order book look-up: {'found ' + ', '.join(view.ids) if view else 'not found'}."))
+    if view is None:
         return False
-    _apply_book_order(job, deps, order, current)
+    job.outcomes.apply_book(job.record, view, current)
     return True
 
 
-def _apply_book_order(job: _Job, deps: WorkerDeps, order: BrokerOrder, current: OrderStatus) -> None:
-    """Record what Fyers' book says of our order: rejected (status 5), else placed, with its fills."""
-    fields = {"broker_order_id": order.id, **_fill_fields(order)}
-    if order.status == 5:
-        _finish(job, deps, OrderStatus.REJECTED, "BROKER_REJECTED", order.message or "Rejected by Fyers RMS.",
-                fields=fields, broker_message=order.message, from_status=current)
-    elif current == OrderStatus.PLACED:
-        deps.store.update_fields(job.record.order_id, fields, now=deps.clock())
-    else:
-        deps.store.transition(job.record.order_id, OrderStatus.PLACED, now=deps.clock(), by=deps.worker_id,
-                              from_status=current, reason="FOUND_IN_BOOK",
-                              message=f"Fyers order {order.id} found in the book.",
-                              fields={**fields, "placed_at": deps.clock()})
-
-
-def _lookup(job: _Job, deps: WorkerDeps, request: OrderRequest | None) -> BrokerOrder | None:
+def _lookup(job: _Job, deps: WorkerDeps, request: OrderRequest | None) -> BookView | None:
     if request is None or request.tag is not None:
-        orders = _call(job, deps, "orders_by_tag", job.record.order_id, budget=10.0)
-        return orders[0] if orders else None
+        return BookView.of(_call(job, deps, lambda broker: broker.orders_by_tag(job.record.order_id), budget=10.0))
     # CO/BO carry no tag: the same symbol, side and quantity, placed since this order arrived.
-    since = job.record.received_at - timedelta(seconds=5)
-    matches = [o for o in _call(job, deps, "orders", budget=10.0) if o.symbol == request.symbol and o.side == request.side
-               and o.qty == request.qty and not o.parent_id
-               and (o.order_time is None or o.order_time >= since)]
-    return matches[0] if matches else None
+    book = Book(_call(job, deps, lambda broker: broker.orders(), budget=10.0))
+    return BookView.of(book.signature_matches(request.symbol, request.side, request.qty, job.record.received_at)[:1])
 
 
 def _broker_failure(job: _Job, deps: WorkerDeps, exc: BrokerError, *, started: float | None = None) -> None:
@@ -351,33 +430,30 @@ def _release(job: _Job, deps: WorkerDeps, reason: str, message: str, latency: fl
 def _finish(job: _Job, deps: WorkerDeps, status: OrderStatus, reason: str, message: str, *,
             fields: dict[str, Any] | None = None, broker_code: int | None = None, broker_message: str | None = None,
             from_status: OrderStatus = OrderStatus.PLACING, notify: bool = True) -> None:
-    """Record a final (or parked UNKNOWN) outcome, and tell the trader when it needs attention."""
-    deps.store.transition(job.record.order_id, status, now=deps.clock(), by=deps.worker_id, from_status=from_status,
-                          reason=reason, message=message, fields=fields, broker_code=broker_code,
-                          broker_message=broker_message)
-    log.info("order finished", extra={"fields": {"status": status.value, "reason": reason}})
-    if notify and status in _NOTIFY:
-        kind, severity, icon = _NOTIFY[status]
-        record = job.record
-        deps.notify(Notification(kind=kind, severity=severity, order_id=record.order_id,
-                                 title=f"{icon} {status.value} {record.symbol} {record.action} {record.lots} lot(s)",
-                                 text=message, fields={"strategy": record.strategy, "reason": reason}))
+    """Record an outcome of this delivery (see :meth:`Outcomes.finish`)."""
+    job.outcomes.finish(job.record, status, reason, message, from_status=from_status, fields=fields,
+                        broker_code=broker_code, broker_message=broker_message, notify=notify)
 
 
 # --- helpers --------------------------------------------------------------------
 
 
-def _call(job: _Job, deps: WorkerDeps, method: str, *args: Any, budget: float | None = None) -> Any:
+def _call(job: _Job, deps: WorkerDeps, call: Callable[[Trading], T], *, budget: float | None = None,
+          placement: bool = False) -> T:
     """Call the broker within Fyers' rate limits and the order's remaining time budget.
 
     A ``RateLimited`` answer is waited out and retried while the budget allows:
-    the request was refused, so sending it again cannot duplicate anything.
+    the request was refused, so sending it again cannot duplicate anything. A
+    placement is never sent once this delivery's lease has run out: another
+    delivery may own the order by then.
     """
     while True:
         remaining = (job.deadline - deps.clock()).total_seconds()
         try:
             with deps.limiter.call(max_wait=max(0.0, budget if budget is not None else remaining)):
-                return getattr(deps.broker, method)(*args)
+                if placement and job.lease_until is not None and deps.clock() >= job.lease_until:
+                    raise Retry("This delivery's lease ran out before the order was sent; another delivery owns it.")
+                return call(deps.broker)
         except RateLimited as exc:
             if exc.retry_after >= (job.deadline - deps.clock()).total_seconds() - 1:
                 raise
@@ -386,7 +462,7 @@ def _call(job: _Job, deps: WorkerDeps, method: str, *args: Any, budget: float | 
 
 
 def _ltp(ticker: str, job: _Job, deps: WorkerDeps) -> float:
-    quotes = _call(job, deps, "quotes", [ticker])
+    quotes = _call(job, deps, lambda broker: broker.quotes([ticker]))
     if ticker not in quotes or quotes[ticker].ltp <= 0:
         raise BrokerTransient(f"No last price for {ticker} from Fyers.")
     return quotes[ticker].ltp
@@ -401,11 +477,6 @@ def _plan_fields(plan: Plan) -> dict[str, Any]:
         "quantity": plan.request.qty, "ltp": plan.ltp, "underlying_ltp": plan.underlying_ltp,
         "sl_price": plan.sl_price, "tp_price": plan.tp_price, "broker_request": plan.request.to_fyers(),
     }
-
-
-def _fill_fields(order: BrokerOrder) -> dict[str, Any]:
-    return {"broker_status": order.status_name, "filled_qty": order.filled_qty,
-            "avg_price": order.traded_price or None, "broker_message": order.message or None}
 
 
 def _describe(request: OrderRequest) -> str:

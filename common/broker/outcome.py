@@ -10,7 +10,8 @@ module decides, in this order (fyers-v3.md §2, §7, §11):
 2. HTTP 429 or code -429 -> :class:`RateLimited` (``X-Retry-After-Ms``, then
    ``Retry-After``, else 1 s);
 3. HTTP 401 or code -8/-15/-16/-17 -> :class:`TokenDead`;
-4. a non-JSON answer -> ambiguous for a placement, transient otherwise;
+4. a non-JSON answer: the gateway's 503 page -> transient (it refused, nothing was
+   booked); any other -> ambiguous for a placement, transient otherwise;
 5. code 201 on a placement -> ambiguous (no acknowledgement);
 6. ``s == "ok"`` -> the body;
 7. a JSON 5xx -> ambiguous for a placement, transient otherwise;
@@ -37,6 +38,7 @@ from common.errors import (
 TOKEN_DEAD_CODES = frozenset({-8, -15, -16, -17})
 RATE_LIMIT_CODES = frozenset({-429, 429})
 NO_ACK = 201
+GATEWAY_REFUSED = 503
 UNKNOWN_ORDER = -51
 DEFAULT_RETRY_AFTER = 1.0
 
@@ -103,6 +105,11 @@ def check(
         raise TokenDead(f"{what}: the Fyers session is dead ({code}: {message}); a fresh login is needed.", **details)
     if synthetic:
         text = f"{what}: HTTP {record.status} without a JSON answer"
+        if record.status == GATEWAY_REFUSED:
+            # The gateway's own page: it refused the request instead of passing it on, so
+            # nothing was booked (a 502 or 504 page may come after the OMS got it: ambiguous).
+            raise BrokerTransient(f"{what}: Fyers' gateway refused the request (HTTP 503); nothing was booked.",
+                                  broker_code=None, broker_message=None)
         if placement:
             raise BrokerAmbiguous(f"{text}; the order may exist.", broker_code=None, broker_message=None)
         raise BrokerTransient(f"{text}.", broker_code=None, broker_message=None)

@@ -38,8 +38,8 @@ RETRY_HEADERS = ("Retry-After", "X-Retry-After-Ms")
 
 
 def failed_before_send(exc: BaseException) -> bool:
-    """True if the request never left: connection refused, DNS failure, connect timeout."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
+    """True if the request never left: connection refused, DNS failure, connect timeout, TLS handshake."""
+    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError)):
         return True
     if isinstance(exc, requests.exceptions.ConnectionError) and exc.args:
         reason = getattr(exc.args[0], "reason", exc.args[0])  # MaxRetryError wraps the cause

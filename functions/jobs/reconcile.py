@@ -6,56 +6,51 @@ shared with the worker's placements, and more than three per-minute breaches in 
 day block the app until the next day; a single call cannot breach. And only the
 whole book shows orders carrying our tag format that we have no record of.
 
-For today's (IST) orders:
+For today's (IST) orders, through :class:`common.outcome.Outcomes` (the worker's
+own outcome rules and notify-once):
 
-* ``PLACED``: fills (``filled_qty``, ``avg_price``), ``broker_status`` (FILLED,
-  PENDING, CANCELLED...) and ``reconciled_at`` are written when they change; a
-  book status 5 moves the order to ``REJECTED`` with Fyers' message and notifies
-  ``ORDER_REJECTED``. Orders whose broker status is final are not looked at again.
-* ``UNKNOWN`` (a placement without a clear answer): found in the book -> ``PLACED``
-  with its ``broker_order_id`` (or ``REJECTED``); not found -> it stays ``UNKNOWN``,
-  is reported, and ``ORDER_UNKNOWN`` is notified once.
-* ``PLACING`` with an expired lease (a worker died mid-placement): reported only,
-  with whether the book has it; the worker's redelivery re-checks the book itself.
+* ``PLACED``: fills, ``broker_status`` and ``reconciled_at`` are written when they
+  change; a book status 5 makes it ``REJECTED`` with Fyers' message. Orders whose
+  broker status is final are not looked at again.
+* ``UNKNOWN``, and ``PLACING`` whose lease has expired (a worker died mid-way):
+  found in the book -> ``PLACED`` with its broker ids and fills (or ``REJECTED``),
+  and the trader is told. Absent: while a request already sent may still land
+  (``may_land_until``, or the broken lease plus ``PLACEMENT_LANDING_SECONDS``) it
+  is left alone; after that, a still-fresh signal is released to ``QUEUED`` for
+  Pub/Sub's redelivery, and an old one ends ``FAILED`` (``NOT_PLACED``), told.
+* ``QUEUED`` but never published (Pub/Sub was down at ingest): told once as
+  ``ORDER_NOT_QUEUED`` while fresh, ``EXPIRED`` (``NOT_QUEUED``) once too old.
+* Duplicates at the broker: rows with an order's tag beyond its quantity are
+  written on the order (``broker_duplicates``) and told as
+  ``DUPLICATE_AT_BROKER``, naming every broker id. Orders with our tag format and
+  no record are told as ``UNRECORDED_AT_BROKER`` (once, through ``anomalies``).
 
-Orders are matched by tag (the order id is the ``orderTag``) or by the broker
-order ids recorded at placement. A status change re-reads the order first and is
-skipped if someone else changed it meanwhile. Notifications are sent once per
-order and kind: a ``create()`` of ``orders/{id}/notices/{kind}`` decides, so two
-runs at once notify once.
-
-A dead token is not a crash: the report says ``NEEDS_LOGIN``.
+A status change re-reads the order first and is skipped if someone else changed
+it meanwhile. A dead token is not a crash: the report says ``NEEDS_LOGIN``.
 """
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Callable, Protocol
+from datetime import datetime, timedelta
+from typing import Any, Callable
 
-from common.broker.models import FINAL_STATUSES, STATUS_NAMES, BrokerOrder
+from common.broker.models import BrokerOrder
+from common.broker.ports import OrderBook
 from common.errors import TokenDead
+from common.idempotency import is_order_id
 from common.logs import get_logger
 from common.notify import Notification, NotificationKind, Notifier, Severity
 from common.orders import OrderStore
-from common.records import ORDERS, OrderRecord, OrderStatus, ist_day
+from common.outcome import FINAL_NAMES, Book, BookView, Outcomes, describe, signal_deadline
+from common.records import OrderEvent, OrderRecord, OrderStatus, ist_day
 from common.settings import Settings
 
 log = get_logger("jobs.reconcile")
 
 BY = "reconcile"
-NOTICES = "notices"  # subcollection of an order: one document per notification kind sent
-OUR_TAG = re.compile(r"^tv[0-9a-f]{24}$")  # common.idempotency.order_id_for
-FINAL_NAMES = frozenset(STATUS_NAMES[s] for s in FINAL_STATUSES)
-REJECTED = STATUS_NAMES[5]
-
-
-class OrderBook(Protocol):
-    """The part of the broker adapter this job uses."""
-
-    def orders(self) -> list[BrokerOrder]: ...
+ANOMALIES = "anomalies"  # one document per broker order we have no record of, created once
 
 
 @dataclass
@@ -69,184 +64,146 @@ class ReconcileDeps:
     timeout: float = 10.0  # per Firestore call made here (the store has its own)
 
 
-@dataclass(frozen=True)
-class BrokerView:
-    """What the book says about one of our orders (several rows when it was sliced)."""
-
-    orders: tuple[BrokerOrder, ...]
-
-    @property
-    def ids(self) -> list[str]:
-        return [o.id for o in self.orders]
-
-    @property
-    def filled_qty(self) -> int:
-        return sum(o.filled_qty for o in self.orders)
-
-    @property
-    def avg_price(self) -> float | None:
-        filled = self.filled_qty
-        return round(sum(o.traded_price * o.filled_qty for o in self.orders) / filled, 6) if filled else None
-
-    @property
-    def status(self) -> str:
-        """The common status name; ``PENDING`` while any slice is live; ``MIXED`` for mixed final ones."""
-        names = {o.status_name for o in self.orders}
-        if len(names) == 1:
-            return names.pop()
-        return "MIXED" if names <= FINAL_NAMES else "PENDING"
-
-    @property
-    def message(self) -> str | None:
-        rejected = [o.message for o in self.orders if o.status_name == REJECTED and o.message]
-        return (rejected or [o.message for o in self.orders if o.message] or [None])[0]
-
-    def fields(self, now: datetime) -> dict[str, Any]:
-        fields: dict[str, Any] = {"broker_status": self.status, "filled_qty": self.filled_qty,
-                                  "avg_price": self.avg_price, "reconciled_at": now}
-        if self.message:
-            fields["broker_message"] = self.message
-        return fields
-
-
 def run_reconcile(deps: ReconcileDeps, now: datetime) -> dict[str, Any]:
     """Reconcile today's orders once; a JSON-able report. Transient broker failures raise."""
     day = ist_day(now)
     records = deps.store.orders_of_day(day)
     report: dict[str, Any] = {"day": day, "orders_today": len(records)}
     try:
-        book = deps.broker().orders()
+        book = Book(deps.broker().orders())
     except TokenDead as exc:
         log.warning("reconcile skipped: the Fyers session is dead")
         return {**report, "ok": False, "status": "NEEDS_LOGIN", "reason": exc.message}
-    by_tag: dict[str, list[BrokerOrder]] = defaultdict(list)
-    by_id: dict[str, BrokerOrder] = {}
-    for order in book:
-        by_id[order.id] = order
-        if order.tag:
-            by_tag[order.tag].append(order)
-
-    outcome: dict[str, list[Any]] = defaultdict(list)
+    run = _Run(deps, now, Outcomes(deps.store, deps.notifier.send, lambda: now, BY, timeout=deps.timeout))
     for record in records:
-        view = _view(record, by_tag, by_id)
-        status = OrderStatus(record.status)
-        if status == OrderStatus.PLACED and record.broker_status not in FINAL_NAMES:
-            _reconcile_placed(deps, record, view, now, outcome)
-        elif status == OrderStatus.UNKNOWN:
-            _reconcile_unknown(deps, record, view, now, outcome)
-        elif status == OrderStatus.PLACING and (record.lease_until is None or record.lease_until <= now):
-            outcome["stale_placing"].append({"order_id": record.order_id, "in_book": view is not None})
-
+        run.reconcile(record, book.view(record))
     known = {r.order_id for r in records}
-    foreign = [_describe(orders) for tag, orders in sorted(by_tag.items())
-               if OUR_TAG.match(tag) and tag not in known and deps.store.get(tag) is None]
-    if foreign:
-        log.warning("orders with our tag format have no record", extra={"fields": {"orders": foreign}})
-    report.update({"book_orders": len(book), **{key: outcome.get(key, []) for key in (
-        "filled", "updated", "placed", "rejected", "unknown", "missing", "stale_placing", "skipped")}})
-    report["foreign"] = foreign
-    report["ok"] = not (report["unknown"] or report["missing"] or report["stale_placing"] or foreign)
+    for tag, rows in sorted(book.by_tag.items()):
+        if is_order_id(tag) and tag not in known and deps.store.get(tag) is None:
+            run.unrecorded(tag, rows)
+
+    report.update({"book_orders": len(book.rows), **{key: run.outcome.get(key, []) for key in (
+        "filled", "updated", "placed", "rejected", "missing", "landing", "released", "not_placed", "not_queued",
+        "skipped", "duplicates", "unrecorded")}})
+    report["ok"] = not (report["missing"] or report["not_placed"] or report["duplicates"] or report["unrecorded"])
     report["status"] = "OK" if report["ok"] else "ATTENTION"
     return report
 
 
-def _view(record: OrderRecord, by_tag: dict[str, list[BrokerOrder]],
-          by_id: dict[str, BrokerOrder]) -> BrokerView | None:
-    """The book rows of one of our orders: by tag, else by the ids recorded at placement."""
-    rows = {o.id: o for o in by_tag.get(record.order_id, ())}
-    for order_id in [record.broker_order_id, *(record.broker_order_ids or [])]:
-        if order_id and order_id in by_id:
-            rows.setdefault(order_id, by_id[order_id])
-    rows = {i: o for i, o in rows.items() if o.parent_id is None or o.parent_id not in rows}  # BO/CO legs
-    return BrokerView(tuple(sorted(rows.values(), key=lambda o: o.id))) if rows else None
+class _Run:
+    """One run's decisions, gathered into its report."""
 
+    def __init__(self, deps: ReconcileDeps, now: datetime, outcomes: Outcomes) -> None:
+        self.deps, self.now, self.outcomes = deps, now, outcomes
+        self.outcome: dict[str, list[Any]] = defaultdict(list)
 
-def _reconcile_placed(deps: ReconcileDeps, record: OrderRecord, view: BrokerView | None, now: datetime,
-                      outcome: dict[str, list[Any]]) -> None:
-    if view is None:
-        # Placed, yet absent from today's book: a human must look.
-        outcome["missing"].append(record.order_id)
-        return
-    if view.status == REJECTED:
-        _reject(deps, record, view, now, outcome)
-        return
-    fields = view.fields(now)
-    if all(getattr(record, key) == value for key, value in fields.items() if key != "reconciled_at"):
-        return
-    deps.store.update_fields(record.order_id, fields, now=now)
-    outcome["filled" if view.status == "FILLED" else "updated"].append(record.order_id)
+    def reconcile(self, record: OrderRecord, view: BookView | None) -> None:
+        status = OrderStatus(record.status)
+        if view is not None:
+            view, extra = view.split(record.quantity)
+            if extra:
+                self._duplicates(record, view, extra)
+        if status == OrderStatus.PLACED and record.broker_status not in FINAL_NAMES:
+            self._placed(record, view)
+        elif status == OrderStatus.UNKNOWN or (
+                status == OrderStatus.PLACING and (record.lease_until is None or record.lease_until <= self.now)):
+            self._unsettled(record, status, view)
+        elif status == OrderStatus.QUEUED and record.publish_failed_at is not None and (
+                record.published_at is None or record.published_at < record.publish_failed_at):
+            self._unqueued(record)
 
+    def _placed(self, record: OrderRecord, view: BookView | None) -> None:
+        if view is None:
+            self.outcome["missing"].append(record.order_id)  # placed, yet absent from today's book: a human must look
+            return
+        before = (record.broker_status, record.filled_qty, record.avg_price)
+        if view.rejected and not self._still(record):
+            return
+        after = self.outcomes.apply_book(record, view, OrderStatus.PLACED)
+        if after == OrderStatus.REJECTED:
+            self.outcome["rejected"].append(record.order_id)
+        elif before != (view.status, view.filled_qty, view.avg_price):
+            self.outcome["filled" if view.status == "FILLED" else "updated"].append(record.order_id)
 
-def _reconcile_unknown(deps: ReconcileDeps, record: OrderRecord, view: BrokerView | None, now: datetime,
-                       outcome: dict[str, list[Any]]) -> None:
-    if view is None:
-        outcome["unknown"].append(record.order_id)
-        _notify_once(deps, record, NotificationKind.ORDER_UNKNOWN, now, severity=Severity.ERROR,
-                     title=f"UNKNOWN {_what(record)}",
-                     text="The broker's order book has no such order; check the Fyers app before re-sending.")
-        return
-    if view.status == REJECTED:
-        _reject(deps, record, view, now, outcome)
-        return
-    if not _still(deps, record):
-        outcome["skipped"].append(record.order_id)
-        return
-    placed_at = min((o.order_time for o in view.orders if o.order_time), default=None)
-    fields = {**view.fields(now), "broker_order_id": view.ids[0], "broker_order_ids": view.ids,
-              **({"placed_at": placed_at} if placed_at and record.placed_at is None else {})}
-    deps.store.transition(record.order_id, OrderStatus.PLACED, now=now, by=BY, from_status=OrderStatus.UNKNOWN,
-                          reason="FOUND_IN_BOOK", message=f"Found in the broker's order book ({view.status}).",
-                          fields=fields)
-    outcome["placed"].append(record.order_id)
-    _notify_once(deps, record, NotificationKind.ORDER_PLACED, now, title=f"PLACED {_what(record)}",
-                 text=f"Found in the broker's order book after an unclear placement ({view.status}).",
-                 fields={"broker_order_id": view.ids[0]})
+    def _unsettled(self, record: OrderRecord, status: OrderStatus, view: BookView | None) -> None:
+        """UNKNOWN or stale PLACING: the book decides, once nothing sent can still land."""
+        if not self._still(record):
+            return
+        if view is not None:
+            after = self.outcomes.apply_book(record, view, status, announce=True)
+            self.outcome["placed" if after == OrderStatus.PLACED else "rejected"].append(record.order_id)
+            return
+        landing = timedelta(seconds=self.deps.settings.placement_landing_seconds)
+        broken = record.lease_until + landing if record.lease_until else None
+        may_land_until = max((t for t in (broken, record.may_land_until) if t), default=self.now)
+        if self.now < may_land_until:
+            self.outcome["landing"].append(record.order_id)
+        elif self.now < signal_deadline(record.alert_time, record.received_at, self.deps.settings):
+            self.deps.store.transition(record.order_id, OrderStatus.QUEUED, now=self.now, by=BY, from_status=status,
+                                       reason="RELEASED", fields={"lease_until": None},
+                                       message="Not in Fyers' book after every request could have landed, and the "
+                                               "signal is fresh: released for the next delivery to place.")
+            self.outcome["released"].append(record.order_id)
+        else:
+            self.outcomes.finish(record, OrderStatus.FAILED, "NOT_PLACED", (
+                "Fyers did not book the order (absent from the book after every request could have landed), and "
+                "the signal is too old to place now. Nothing is open at Fyers from this signal."), from_status=status)
+            self.outcome["not_placed"].append(record.order_id)
 
+    def _unqueued(self, record: OrderRecord) -> None:
+        """Recorded, but never on the queue (Pub/Sub was down): told once; expired once too old."""
+        if self.now >= signal_deadline(record.alert_time, record.received_at, self.deps.settings):
+            if self._still(record):
+                self.outcomes.finish(record, OrderStatus.EXPIRED, "NOT_QUEUED", (
+                    "Never queued: Pub/Sub was unreachable on every delivery from TradingView, and the signal is "
+                    "now too old. Nothing was sent to Fyers."), from_status=OrderStatus.QUEUED)
+                self.outcome["not_queued"].append(record.order_id)
+            return
+        self.outcomes.notify_once(record, NotificationKind.ORDER_NOT_QUEUED, severity=Severity.WARNING,
+                                  title=f"NOT QUEUED {describe(record)}", text=(
+                                      "Pub/Sub was unreachable when TradingView sent it. TradingView re-sends for "
+                                      "about 20 s; if the queue is back in time it is placed and you are told, "
+                                      "otherwise it expires and you are told. Do not place it by hand."))
+        self.outcome["not_queued"].append(record.order_id)
 
-def _reject(deps: ReconcileDeps, record: OrderRecord, view: BrokerView, now: datetime,
-            outcome: dict[str, list[Any]]) -> None:
-    if not _still(deps, record):
-        outcome["skipped"].append(record.order_id)
-        return
-    message = view.message or "Rejected by the broker."
-    fields = {**view.fields(now), "broker_order_id": record.broker_order_id or view.ids[0]}
-    deps.store.transition(record.order_id, OrderStatus.REJECTED, now=now, by=BY,
-                          from_status=OrderStatus(record.status), reason="BROKER_REJECTED", message=message,
-                          fields=fields, broker_message=view.message)
-    outcome["rejected"].append(record.order_id)
-    _notify_once(deps, record, NotificationKind.ORDER_REJECTED, now, severity=Severity.ERROR,
-                 title=f"REJECTED {_what(record)}", text=message)
+    def _duplicates(self, record: OrderRecord, own: BookView, extra: list[BrokerOrder]) -> None:
+        ids = [o.id for o in extra]
+        self.outcome["duplicates"].append({"order_id": record.order_id, "broker_order_ids": own.ids,
+                                           "duplicates": ids})
+        if record.broker_duplicates == ids:
+            return
+        message = (f"Fyers holds {len(extra)} more order(s) with this order's tag than it placed: "
+                   f"{', '.join(ids)} beyond {', '.join(own.ids)}. Your position may be larger than the "
+                   "strategy means: check the Fyers positions and close the excess by hand.")
+        self.deps.store.update_fields(record.order_id, {"broker_duplicates": ids}, now=self.now)
+        self.deps.store.add_event(record.order_id, OrderEvent(at=self.now, to_status=record.status,
+                                                               reason="DUPLICATE_AT_BROKER", message=message, by=BY))
+        self.outcomes.notify_once(record, NotificationKind.DUPLICATE_AT_BROKER, severity=Severity.CRITICAL,
+                                  title=f"DUPLICATE AT FYERS {describe(record)}", text=message,
+                                  fields={"broker_order_ids": ", ".join(own.ids + ids)})
 
+    def unrecorded(self, tag: str, rows: list[BrokerOrder]) -> None:
+        from google.api_core.exceptions import AlreadyExists
 
-def _still(deps: ReconcileDeps, record: OrderRecord) -> bool:
-    """Whether the order still has the status we read (a worker may have moved it since)."""
-    current = deps.store.get(record.order_id)
-    return current is not None and current.status == record.status
+        first = rows[0]
+        seen = {"tag": tag, "broker_order_ids": [o.id for o in rows], "symbol": first.symbol,
+                "status": first.status_name, "qty": first.qty}
+        self.outcome["unrecorded"].append(seen)
+        ref = self.deps.store.db.collection(ANOMALIES).document(f"UNRECORDED_AT_BROKER-{tag}")
+        try:
+            ref.create({**seen, "kind": "UNRECORDED_AT_BROKER", "seen_at": self.now}, timeout=self.deps.timeout)
+        except AlreadyExists:
+            return
+        self.deps.notifier.send(Notification(
+            kind=NotificationKind.UNRECORDED_AT_BROKER, severity=Severity.CRITICAL,
+            title=f"UNRECORDED AT FYERS {first.symbol} {first.qty}", at=self.now, fields={"tag": tag},
+            text=(f"Fyers holds order(s) {', '.join(seen['broker_order_ids'])} with our tag format and no record "
+                  "here. Check the Fyers positions: it may be an order placed twice.")))
 
-
-def _notify_once(deps: ReconcileDeps, record: OrderRecord, kind: NotificationKind, now: datetime, *,
-                 title: str, text: str, severity: Severity = Severity.INFO,
-                 fields: dict[str, str] | None = None) -> None:
-    from google.api_core.exceptions import AlreadyExists
-
-    ref = deps.store.db.collection(ORDERS).document(record.order_id).collection(NOTICES).document(kind.value)
-    try:
-        ref.create({"at": now, "by": BY}, timeout=deps.timeout)
-    except AlreadyExists:
-        return
-    result = deps.notifier.send(Notification(kind=kind, severity=severity, title=title, text=text,
-                                             order_id=record.order_id, fields=fields or {}, at=now))
-    if "sent" not in (result.pubsub.status, result.telegram.status, result.webhook.status):
-        ref.delete(timeout=deps.timeout)  # nobody heard it: the next run tries again
-
-
-def _what(record: OrderRecord) -> str:
-    ticker = record.contract.ticker if record.contract else record.symbol
-    quantity = record.quantity if record.quantity is not None else f"{record.lots} lot(s)"
-    return f"{ticker} {record.action} {quantity}"
-
-
-def _describe(orders: list[BrokerOrder]) -> dict[str, Any]:
-    first = orders[0]
-    return {"tag": first.tag, "broker_order_ids": [o.id for o in orders], "symbol": first.symbol,
-            "status": first.status_name, "qty": first.qty}
+    def _still(self, record: OrderRecord) -> bool:
+        """Whether the order still has the status we read (a worker may have moved it since)."""
+        current = self.deps.store.get(record.order_id)
+        if current is None or current.status != record.status:
+            self.outcome["skipped"].append(record.order_id)
+            return False
+        return True

@@ -130,13 +130,22 @@ def test_a_connection_reset_after_sending_is_ambiguous(broker, sim):
     assert len(sim.orders) == 1
 
 
-def test_a_503_page_on_placement_is_ambiguous(broker, sim):
+def test_the_gateways_503_page_on_placement_is_transient_as_nothing_was_booked(broker, sim):
     sim.add_fault("http_503_html", route=PLACE)
 
-    with pytest.raises(BrokerAmbiguous) as caught:
+    with pytest.raises(BrokerTransient) as caught:
         broker.place_order(market())
 
-    assert "HTTP 503" in caught.value.message
+    assert "HTTP 503" in caught.value.message and "nothing was booked" in caught.value.message
+    assert sim.orders == []
+
+
+def test_a_json_5xx_on_placement_is_ambiguous():
+    from common.broker.outcome import CallRecord, check
+
+    with pytest.raises(BrokerAmbiguous):
+        check({"s": "error", "code": -500, "message": "Internal error"}, CallRecord("POST", "/orders/sync", status=500),
+              synthetic=False, placement=True, what="place_order")
 
 
 # --- rejected -------------------------------------------------------------------

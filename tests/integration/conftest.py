@@ -12,6 +12,7 @@ import pytest
 
 from common.clients import firestore_client
 from common.orders import OrderStore
+from common.records import ORDERS
 from common.pubsub import Publisher
 from common.settings import load_settings
 from functions.webhook import WebhookDeps, serve
@@ -125,6 +126,7 @@ def _client_on(host: str | None, variable: str, factory: Callable[[], Any]) -> A
 # --- the order worker against the simulator -------------------------------------------
 
 import base64  # noqa: E402
+import json  # noqa: E402
 import itertools  # noqa: E402
 import uuid  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -199,8 +201,9 @@ def worker_factory(emulators, clean_firestore, topics, sim, symbol_master, gcp_p
     from common.broker import FyersBroker
 
     def build(*, clock: "Clock | ShiftedClock | None" = None, read_timeout: float = 1.0, world: "World | None" = None,
-              **overrides: str) -> WorkerDeps:
-        """A worker on the baseline simulator and master, or on ``world``'s."""
+              sleep: Callable[[float], None] | None = None, **overrides: str) -> WorkerDeps:
+        """A worker on the baseline simulator and master, or on ``world``'s. Its sleeps advance its
+        clock, unless ``sleep`` is given (real time, for faults that play out in real time)."""
         broker_sim, master = (world.sim, world.master) if world else (sim, symbol_master)
         env = {**os.environ, **topics.env(), "ENFORCE_MARKET_HOURS": "true", **overrides}
         settings = load_settings(env)
@@ -220,7 +223,7 @@ def worker_factory(emulators, clean_firestore, topics, sim, symbol_master, gcp_p
             master=lambda: master, broker=broker, invalidate_token=tokens.invalidate,
             needs_login=lambda reason, now: needs_login.append(reason), notify=notifier.send,
             limiter=SlidingWindowLimiter(settings.orders_per_second, settings.orders_per_minute),
-            worker_id=f"worker-{uuid.uuid4().hex[:6]}", clock=clock, sleep=lambda s: clock.advance(s),
+            worker_id=f"worker-{uuid.uuid4().hex[:6]}", clock=clock, sleep=sleep or clock.advance,
             read_back_delay=0.0, recheck_delay=0.0)
         deps.tokens = tokens  # type: ignore[attr-defined]  # for assertions
         deps.needs_login_calls = needs_login  # type: ignore[attr-defined]
@@ -297,3 +300,51 @@ def world(request: pytest.FixtureRequest, worlds: Callable[[Instant], World]) ->
     w.clock.start_at(instant.at)
     w.sim.set_price("NSE:NIFTY50-INDEX", NIFTY_SPOT)
     return w
+
+
+# --- alerts through the real webhook, and what became of them --------------------------
+
+
+def alert(**fields) -> str:
+    """A NIFTY weekly ATM call alert (2 lots) at market time, with ``fields`` changed."""
+    body = {"secret": SECRET, "action": "buy", "symbol": "NIFTY", "expiry": "WEEKLY", "strike": "ATM",
+            "optionType": "CE", "lots": 2, "strategy": "worker-test",
+            "time": MARKET_NOW.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    body.update(fields)
+    return json.dumps(body)
+
+
+@pytest.fixture
+def queue(deps_factory, topics):
+    """Send alerts through the real webhook (clock at market time); returns their Pub/Sub messages."""
+    clock = Clock(MARKET_NOW)
+    client = make_client(deps_factory(clock=clock))
+
+    def send(body: str | None = None, **fields):
+        answer = client.post("/", data=body or alert(**fields), content_type="application/json")
+        assert answer.status_code == 200, answer.get_json()
+        [message] = topics.pull(topics.orders)
+        return message
+
+    send.clock = clock
+    return send
+
+
+def order(db, order_id: str) -> dict:
+    """The order document."""
+    return db.collection(ORDERS).document(order_id).get().to_dict()
+
+
+def events(db, order_id: str) -> list[dict]:
+    """The order's events, oldest first."""
+    docs = db.collection(ORDERS).document(order_id).collection("events").stream()
+    return sorted((d.to_dict() for d in docs), key=lambda e: e["at"])
+
+
+def sim_orders(sim) -> list[dict]:
+    """Every order Fyers (the simulator) has booked: the ground truth."""
+    return sim.exchange.orders()
+
+
+def order_id_of(message) -> str:
+    return message.attributes["order_id"]

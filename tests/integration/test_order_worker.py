@@ -14,60 +14,22 @@ from datetime import timedelta
 import pytest
 
 from common.controls import Controls, write_controls
-from common.records import ORDERS
 from functions.order_worker import Retry, handle
 from tests.integration.conftest import (
     MARKET_NOW,
-    SECRET,
     Clock,
+    alert,
     cloud_event,
+    events,
     make_client,
+    order,
+    order_id_of,
+    sim_orders,
 )
 
 pytestmark = pytest.mark.emulators
 
 ATM_CE = "NSE:NIFTY26NOV24500CE"  # weekly expiry 24 Nov 2026 is the month's last: monthly form
-
-
-def alert(**fields) -> str:
-    body = {"secret": SECRET, "action": "buy", "symbol": "NIFTY", "expiry": "WEEKLY", "strike": "ATM",
-            "optionType": "CE", "lots": 2, "strategy": "worker-test",
-            "time": MARKET_NOW.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    body.update(fields)
-    return json.dumps(body)
-
-
-@pytest.fixture
-def queue(deps_factory, topics):
-    """Send alerts through the real webhook (clock at market time); returns their Pub/Sub messages."""
-    clock = Clock(MARKET_NOW)
-    client = make_client(deps_factory(clock=clock))
-
-    def send(body: str | None = None, **fields):
-        answer = client.post("/", data=body or alert(**fields), content_type="application/json")
-        assert answer.status_code == 200, answer.get_json()
-        [message] = topics.pull(topics.orders)
-        return message
-
-    send.clock = clock
-    return send
-
-
-def order(db, order_id: str) -> dict:
-    return db.collection(ORDERS).document(order_id).get().to_dict()
-
-
-def events(db, order_id: str) -> list[dict]:
-    docs = db.collection(ORDERS).document(order_id).collection("events").stream()
-    return sorted((d.to_dict() for d in docs), key=lambda e: e["at"])
-
-
-def sim_orders(sim) -> list[dict]:
-    return sim.exchange.orders()
-
-
-def order_id_of(message) -> str:
-    return message.attributes["order_id"]
 
 
 # --- the happy path ----------------------------------------------------------

@@ -190,7 +190,7 @@ def test_an_unknown_order_found_in_the_book_becomes_placed(deps, store, sim, bro
 
     report = run_reconcile(deps, NOW)
 
-    assert report["placed"] == [order_id] and report["unknown"] == []
+    assert report["placed"] == [order_id] and report["not_placed"] == []
     order = store.get(order_id)
     assert order.status == "PLACED" and order.broker_order_id == broker_id
     assert order.broker_order_ids == [broker_id]
@@ -215,40 +215,82 @@ def test_an_unknown_order_rejected_in_the_book_becomes_rejected(deps, store, sim
     assert order.status == "REJECTED" and order.message == "RED:Insufficient funds"
 
 
-def test_an_unknown_order_absent_from_the_book_stays_unknown_and_is_notified_once(
+def test_an_unknown_order_absent_after_its_landing_bound_and_too_old_is_not_placed_and_told_once(
         deps, store, sim, broker, firestore_db, topics):
     order_id = new_order_id()
-    record(firestore_db, order_id, OrderStatus.UNKNOWN, reason="BROKER_AMBIGUOUS")
+    record(firestore_db, order_id, OrderStatus.UNKNOWN, reason="AMBIGUOUS", may_land_until=MARKET_NOW)
 
     first = run_reconcile(deps, NOW)
     second = run_reconcile(deps, NOW + timedelta(minutes=5))
 
-    assert first["unknown"] == second["unknown"] == [order_id]
+    assert first["not_placed"] == [order_id] and second["not_placed"] == []
     assert first["ok"] is False and first["status"] == "ATTENTION"
-    assert store.get(order_id).status == "UNKNOWN"
+    order = store.get(order_id)
+    assert (order.status, order.reason) == ("FAILED", "NOT_PLACED") and "Nothing is open" in order.message
     sent = notifications(topics)
-    assert [(n["kind"], n["order_id"]) for n in sent] == [("ORDER_UNKNOWN", order_id)]
+    assert [(n["kind"], n["order_id"]) for n in sent] == [("ORDER_FAILED", order_id)]
+    assert sim.orders == []
 
 
-def test_a_placing_order_with_an_expired_lease_is_reported_not_changed(deps, store, sim, broker, firestore_db):
+def test_an_unknown_order_is_left_alone_while_its_request_may_still_land(deps, store, sim, firestore_db, topics):
+    order_id = new_order_id()
+    record(firestore_db, order_id, OrderStatus.UNKNOWN, at=NOW, may_land_until=NOW + timedelta(seconds=10))
+
+    report = run_reconcile(deps, NOW)
+
+    assert report["landing"] == [order_id] and report["ok"] is True
+    assert store.get(order_id).status == "UNKNOWN" and notifications(topics) == []
+
+
+def test_a_fresh_unknown_order_absent_after_its_landing_bound_is_released_for_a_retry(deps, store, firestore_db):
+    order_id = new_order_id()
+    record(firestore_db, order_id, OrderStatus.UNKNOWN, at=NOW - timedelta(seconds=30),
+           may_land_until=NOW - timedelta(seconds=5), lease_until=NOW - timedelta(seconds=30))
+
+    report = run_reconcile(deps, NOW)
+
+    assert report["released"] == [order_id]
+    order = store.get(order_id)
+    assert (order.status, order.reason, order.lease_until) == ("QUEUED", "RELEASED", None)
+
+
+def test_a_placing_order_whose_worker_died_is_settled_from_the_book(deps, store, sim, broker, firestore_db, topics):
     in_book, lost, live = new_order_id(), new_order_id(), new_order_id()
     sim.set_price(CALL, 99.0)
-    place(broker, in_book)
+    broker_id = place(broker, in_book)
     record(firestore_db, in_book, OrderStatus.PLACING, lease_until=NOW - timedelta(minutes=1))
     record(firestore_db, lost, OrderStatus.PLACING, lease_until=NOW - timedelta(minutes=1))
     record(firestore_db, live, OrderStatus.PLACING, lease_until=NOW + timedelta(seconds=20))
 
     report = run_reconcile(deps, NOW)
 
-    assert sorted(report["stale_placing"], key=lambda s: s["in_book"]) == [
-        {"order_id": lost, "in_book": False}, {"order_id": in_book, "in_book": True}]
-    assert {store.get(i).status for i in (in_book, lost, live)} == {"PLACING"}
+    assert report["placed"] == [in_book] and report["not_placed"] == [lost]
+    assert (store.get(in_book).status, store.get(in_book).broker_order_id) == ("PLACED", broker_id)
+    assert store.get(in_book).filled_qty == 65
+    assert store.get(lost).status == "FAILED" and store.get(live).status == "PLACING"
+    assert sorted(n["kind"] for n in notifications(topics)) == ["ORDER_FAILED", "ORDER_PLACED"]
+
+
+def test_an_order_the_queue_never_took_is_told_while_fresh_and_expired_once_old(deps, store, firestore_db, topics):
+    order_id = new_order_id()
+    record(firestore_db, order_id, OrderStatus.QUEUED, at=NOW - timedelta(seconds=10),
+           publish_failed_at=NOW - timedelta(seconds=9), publish_error="ServiceUnavailable")
+
+    fresh = run_reconcile(deps, NOW)
+    old = run_reconcile(deps, NOW + timedelta(minutes=5))
+
+    assert fresh["not_queued"] == old["not_queued"] == [order_id]
+    order = store.get(order_id)
+    assert (order.status, order.reason) == ("EXPIRED", "NOT_QUEUED")
+    sent = notifications(topics)
+    assert [n["kind"] for n in sent] == ["ORDER_NOT_QUEUED", "ORDER_EXPIRED"]
+    assert "Do not place it by hand" in sent[0]["text"]
 
 
 # --- the book beyond our records ------------------------------------------------------
 
 
-def test_broker_orders_with_our_tag_format_and_no_record_are_reported(deps, sim, broker, firestore_db):
+def test_broker_orders_with_our_tag_format_and_no_record_are_told_once(deps, sim, broker, firestore_db, topics):
     ours, stranger = new_order_id(), new_order_id()
     sim.set_price(PUT, 88.0)
     record(firestore_db, ours, OrderStatus.PLACED, ticker=PUT, broker_order_id=place(broker, ours, ticker=PUT))
@@ -257,10 +299,33 @@ def test_broker_orders_with_our_tag_format_and_no_record_are_reported(deps, sim,
     place(broker, None, ticker=PUT)  # untagged
 
     report = run_reconcile(deps, NOW)
+    again = run_reconcile(deps, NOW + timedelta(minutes=5))
 
-    assert report["foreign"] == [{"tag": stranger, "broker_order_ids": [orphan_id], "symbol": PUT,
-                                  "status": "FILLED", "qty": 65}]
+    assert report["unrecorded"] == [{"tag": stranger, "broker_order_ids": [orphan_id], "symbol": PUT,
+                                     "status": "FILLED", "qty": 65}]
+    assert report["ok"] is False and again["unrecorded"] == report["unrecorded"]
+    sent = notifications(topics)
+    assert [n["kind"] for n in sent] == ["UNRECORDED_AT_BROKER"] and orphan_id in sent[0]["text"]
+
+
+def test_a_duplicate_placed_at_the_broker_is_written_on_the_order_and_told_once(
+        deps, store, sim, broker, firestore_db, topics):
+    order_id = new_order_id()
+    sim.set_price(CALL, 120.0)
+    first = place(broker, order_id)
+    record(firestore_db, order_id, OrderStatus.PLACED, broker_order_id=first, broker_order_ids=[first])
+    second = place(broker, order_id)  # the same tag again: placed by hand, or by a bug
+
+    report = run_reconcile(deps, NOW)
+    run_reconcile(deps, NOW + timedelta(minutes=5))
+
+    assert report["duplicates"] == [{"order_id": order_id, "broker_order_ids": [first], "duplicates": [second]}]
     assert report["ok"] is False
+    order = store.get(order_id)
+    assert order.broker_duplicates == [second] and order.filled_qty == 65  # its own fill, not the duplicate's
+    sent = notifications(topics)
+    assert [n["kind"] for n in sent] == ["DUPLICATE_AT_BROKER"]
+    assert first in sent[0]["text"] and second in sent[0]["text"]
 
 
 def test_yesterdays_orders_are_left_alone(deps, store, sim, broker, firestore_db):
@@ -269,7 +334,7 @@ def test_yesterdays_orders_are_left_alone(deps, store, sim, broker, firestore_db
 
     report = run_reconcile(deps, NOW)
 
-    assert report["orders_today"] == 0 and report["unknown"] == []
+    assert report["orders_today"] == 0 and report["not_placed"] == []
     assert store.get(order_id).updated_at == MARKET_NOW - timedelta(days=1)
 
 

@@ -287,20 +287,37 @@ class Exchange:
         )
         if not fills:
             return
+        self._fill(order, order["remainingQuantity"], ltp)
+
+    def fill_partly(self, order_id: str, qty: int) -> dict[str, Any]:
+        """Fill ``qty`` of a resting order at the current LTP: the exchange matched only part of it."""
+        with self._lock:
+            order = self._pending(order_id)
+            if not 0 < qty < order["remainingQuantity"]:
+                raise ValueError(f"a partial fill needs 0 < qty < {order['remainingQuantity']}")
+            self._fill(order, qty, self.prices.ltp(order["symbol"]))
+            return dict(order)
+
+    def _fill(self, order: dict[str, Any], qty: int, price: float) -> None:
+        """Trade ``qty`` of an order at ``price``: its average, the trade book and the position."""
         self._seq += 1
-        order.update(status=FILLED, filledQty=order["qty"], remainingQuantity=0, tradedPrice=ltp,
-                     exchOrdId=f"1100000{self._seq:09d}")
+        filled = order["filledQty"] + qty
+        average = (order["tradedPrice"] * order["filledQty"] + price * qty) / filled
+        order.update(filledQty=filled, remainingQuantity=order["qty"] - filled, tradedPrice=round(average, 4),
+                     exchOrdId=order["exchOrdId"] or f"1100000{self._seq:09d}")
+        if filled == order["qty"]:
+            order["status"] = FILLED
         self._trades.append({
             "orderNumber": order["id"], "tradeNumber": f"{self._seq:08d}", "exchangeOrderNo": order["exchOrdId"],
             "symbol": order["symbol"], "fyToken": order["fyToken"], "side": order["side"],
-            "productType": order["productType"], "tradedQty": order["qty"], "tradePrice": ltp,
-            "tradeValue": round(ltp * order["qty"], 2), "orderTag": order["orderTag"],
+            "productType": order["productType"], "tradedQty": qty, "tradePrice": price,
+            "tradeValue": round(price * qty, 2), "orderTag": order["orderTag"],
             "orderDateTime": self._clock().astimezone(IST).strftime("%d-%b-%Y %H:%M:%S"),
             "row": len(self._trades) + 1,
         })
         key = (order["symbol"], order["productType"])
         position = self._positions.setdefault(key, _Position(order["symbol"], order["productType"], order["fyToken"]))
-        position.fill(order["side"], order["qty"], ltp)
+        position.fill(order["side"], qty, price)
 
     def _validate(self, body: dict[str, Any]) -> tuple[Instrument, dict[str, Any]]:
         """Check an order body against the master and Fyers' field rules (§7)."""

@@ -8,7 +8,9 @@ Kinds, and when they strike:
 - before authentication (the gateway's doing): ``rate_limit`` (429 with
   ``Retry-After``/``X-Retry-After-Ms``), ``http_503_html`` (non-JSON 503),
   ``hang`` (sleep ``seconds``; with ``record`` the request is processed first and
-  its answer sent late, else nothing is processed and a 504 page follows),
+  its answer sent late, with ``land_after`` it is processed that many seconds after
+  it arrived, whatever became of the client, else nothing is processed and a 504
+  page follows),
   ``reset_connection`` (the socket is closed unanswered; with ``record`` the
   request is processed first);
 - after authentication (the OMS's doing): ``algo_not_allowed`` (-50 algo
@@ -39,6 +41,7 @@ class Fault:
     record: bool = False
     message: str = ""
     retry_after_ms: int = 1000
+    land_after: float | None = None
     used: int = field(default=0)
 
     def __post_init__(self) -> None:

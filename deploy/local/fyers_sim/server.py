@@ -248,6 +248,8 @@ class FyersSimulator:
             if pre.kind == "http_503_html":
                 return Reply(503, _HTML_503)
             if pre.kind == "hang":
+                if pre.land_after is not None:  # the OMS books it later, after the client gave up
+                    threading.Timer(pre.land_after, self._land_late, args=(req,)).start()
                 return Reply(504, _HTML_504, delay=pre.seconds)
             return Reply(0, "", reset=True)
         if req.route not in _AUTH_ROUTES:
@@ -272,6 +274,14 @@ class FyersSimulator:
         if late is not None:  # processed, then answered late (hang) or never (reset)
             reply.delay, reply.reset = (late.seconds, False) if late.kind == "hang" else (0.0, True)
         return reply
+
+    def _land_late(self, req: Request) -> None:
+        """Process a request whose answer was lost: what a slow OMS does after the client gave up."""
+        if self._authenticate(req) is None:
+            try:
+                _ROUTES[req.route](self, req, None)
+            except Refusal:
+                pass
 
     def _authenticate(self, req: Request) -> Reply | None:
         data = req.path.startswith(DATA + "/")
