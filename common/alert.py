@@ -196,8 +196,10 @@ class Alert(BaseModel):
     def _consistent(self) -> "Alert":
         self._check_instrument()
         self._check_order_type()
-        for position, size in (("position", "position_size"), ("prev_position", "prev_position_size")):
-            _check_position(getattr(self, position), getattr(self, size), position, size)
+        _check_position(self.position, self.position_size, "position", "position_size",
+                        "{{strategy.market_position_size}}")
+        _check_position(self.prev_position, self.prev_position_size, "prev_position", "prev_position_size",
+                        "{{strategy.prev_market_position_size}}")
         return self
 
     def _check_instrument(self) -> None:
@@ -271,7 +273,8 @@ def valid_idempotency_key(value: str) -> bool:
     return _KEY.fullmatch(value) is not None
 
 
-def _check_position(position: str | None, size: int | None, position_name: str, size_name: str) -> None:
+def _check_position(position: str | None, size: int | None, position_name: str, size_name: str,
+                    placeholder: str) -> None:
     """A position and its size must agree: TradingView renders them together."""
     if size is None:
         return
@@ -279,8 +282,7 @@ def _check_position(position: str | None, size: int | None, position_name: str, 
         raise ValueError(f"{size_name} needs {position_name} (long, short or flat) beside it")
     if (position == "flat") != (size == 0):
         raise ValueError(f"{position_name} {position} does not match {size_name} {size}: "
-                         f"use the absolute size placeholder (strategy.{'prev_' if 'prev' in size_name else ''}"
-                         "market_position_size)")
+                         f"use {placeholder}, the absolute size")
 
 
 def _from_table(value: Any, table: dict[str, str], message: str) -> Any:

@@ -222,31 +222,34 @@ def _refuse_secret_elsewhere(payload: dict[str, Any], auth_field: str, header_ke
                              secrets: tuple[str, ...]) -> None:
     """A secret pasted into another field, a field name or the idempotency key would be stored
     and published: refuse the alert, naming where, never what."""
-    known = [s for s in secrets if s]
-
-    def holds(text: str) -> bool:
-        return any(secret in text for secret in known)
-
-    stack: list[tuple[str, Any]] = [(key, value) for key, value in payload.items() if key != auth_field]
-    if any(holds(key) for key in payload):
-        where = "a field name"
-    elif header_key is not None and holds(header_key):
-        where = "the Idempotency-Key header"
-    else:
-        where = ""
-    while stack and not where:
-        path, value = stack.pop()
-        if isinstance(value, dict):
-            if any(holds(key) for key in value):
-                where = "a field name"
-            stack.extend((f"{path}.{key}", item) for key, item in value.items())
-        elif isinstance(value, list):
-            stack.extend((f"{path}.{index}", item) for index, item in enumerate(value))
-        elif isinstance(value, str) and holds(value):
-            where = f"`{path[:60]}`"
-    if where:
+    where = _secret_location(payload, auth_field, header_key, [s for s in secrets if s])
+    if where is not None:
         raise SecretInAlert(f"The webhook secret appears in {where}: it belongs only in `secret`. "
                             "Fix the alert template.")
+
+
+def _secret_location(payload: dict[str, Any], auth_field: str, header_key: str | None,
+                     secrets: list[str]) -> str | None:
+    """Where a secret appears outside the authentication field, in words; None if nowhere."""
+    def holds(text: str) -> bool:
+        return any(secret in text for secret in secrets)
+
+    if header_key is not None and holds(header_key):
+        return "the Idempotency-Key header"
+    # (path, field name, value, is the authentication field); a path is shown only once
+    # every name on it has been checked.
+    stack: list[tuple[str, str, Any, bool]] = [(key, key, value, key == auth_field) for key, value in payload.items()]
+    while stack:
+        path, name, value, authenticates = stack.pop()
+        if holds(name):
+            return "a field name"
+        if isinstance(value, dict):
+            stack.extend((f"{path}.{key}", key, item, False) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{path}.{index}", "", item, False) for index, item in enumerate(value))
+        elif isinstance(value, str) and not authenticates and holds(value):
+            return f"`{path[:60]}`"
+    return None
 
 
 def _check_limits(alert: Alert, settings: Settings, now: datetime) -> None:
