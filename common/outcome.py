@@ -122,15 +122,17 @@ class Book:
             if order.tag:
                 self.by_tag[order.tag].append(order)
 
-    def view(self, record: OrderRecord) -> BookView | None:
+    def view(self, record: OrderRecord, owners: dict[str, str] | None = None) -> BookView | None:
         """The rows of one of our orders: by tag, by the ids recorded at placement, and for an
-        untagged (BO/CO) request by its signature."""
+        untagged (BO/CO) request by its signature, less the rows ``owners`` (broker id -> order
+        id) gives to other orders. Rows beyond the order's quantity are duplicates (:meth:`BookView.split`)."""
         rows = list(self.by_tag.get(record.order_id, ()))
         rows += [self.by_id[i] for i in (record.broker_order_id, *(record.broker_order_ids or [])) if i in self.by_id]
         request = record.broker_request
-        if not rows and request and not request.get("orderTag"):
-            rows = self.signature_matches(request.get("symbol"), request.get("side"), request.get("qty"),
-                                          record.received_at)[:1]
+        if request and not request.get("orderTag"):
+            rows += [o for o in self.signature_matches(request.get("symbol"), request.get("side"), request.get("qty"),
+                                                       record.received_at)
+                     if (owners or {}).get(o.id, record.order_id) == record.order_id]
         return BookView.of(rows)
 
     def signature_matches(self, symbol: Any, side: Any, qty: Any, since: datetime) -> list[BrokerOrder]:

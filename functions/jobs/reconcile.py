@@ -75,8 +75,13 @@ def run_reconcile(deps: ReconcileDeps, now: datetime) -> dict[str, Any]:
         log.warning("reconcile skipped: the Fyers session is dead")
         return {**report, "ok": False, "status": "NEEDS_LOGIN", "reason": exc.message}
     run = _Run(deps, now, Outcomes(deps.store, deps.notifier.send, lambda: now, BY, timeout=deps.timeout))
-    for record in records:
-        run.reconcile(record, book.view(record))
+    # Which broker order each record owns: an untagged (BO/CO) order matched by its signature is
+    # another record's when that record holds its id, or, unheld, the earliest signal's that matches.
+    owners = {i: r.order_id for r in records for i in (r.broker_order_id, *(r.broker_order_ids or [])) if i}
+    for record in sorted(records, key=lambda r: r.received_at):
+        view = book.view(record, owners)
+        owners.update({i: record.order_id for i in (view.ids if view else [])})
+        run.reconcile(record, view)
     known = {r.order_id for r in records}
     for tag, rows in sorted(book.by_tag.items()):
         if is_order_id(tag) and tag not in known and deps.store.get(tag) is None:

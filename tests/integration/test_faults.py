@@ -308,6 +308,50 @@ def test_firestore_down_at_ingest_still_places_exactly_once(deps_factory, worker
     assert order(firestore_db, order_id_of(messages[0]))["status"] == "PLACED"
 
 
+class BlackHole:
+    """A server that takes connections and never answers: a frozen Firestore."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._held: list[Any] = []
+        self.host = f"127.0.0.1:{self._server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self._held.append(self._server.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self._server.close()
+        for conn in self._held:
+            conn.close()
+
+
+def test_firestore_frozen_at_ingest_still_places_exactly_once(deps_factory, worker_factory, topics, sim, firestore_db):
+    frozen = BlackHole()
+    try:
+        client = make_client(deps_factory(clock=Clock(MARKET_NOW), firestore_host=frozen.host,
+                                          FIRESTORE_TIMEOUT="0.3"))
+        body = alert()
+        answers = [client.post("/", data=body, content_type="application/json") for _ in range(2)]
+    finally:
+        frozen.close()
+    assert {a.status_code for a in answers} == {200}
+    messages = topics.pull(topics.orders)
+
+    deps = worker_factory()
+    for message in messages:
+        handle(cloud_event(message), deps)
+
+    assert len(messages) == 2 and len(sim_orders(sim)) == 1
+    assert order(firestore_db, order_id_of(messages[0]))["status"] == "PLACED"
+
+
 # --- the breaker ---------------------------------------------------------------------------
 
 

@@ -271,6 +271,24 @@ def test_a_placing_order_whose_worker_died_is_settled_from_the_book(deps, store,
     assert sorted(n["kind"] for n in notifications(topics)) == ["ORDER_FAILED", "ORDER_PLACED"]
 
 
+def test_a_duplicate_cover_order_is_caught_by_its_signature_and_another_orders_is_not(
+        deps, store, sim, broker, firestore_db, topics):
+    sim.set_price(CALL, 120.0)
+    cover = OrderRequest(symbol=CALL, qty=65, side=1, type=2, product="CO", stop_loss=10.0)  # CO/BO carry no tag
+    ours, other = new_order_id(), new_order_id()
+    first = broker.place_order(cover).order_id
+    second = broker.place_order(cover).order_id  # the same signal placed twice
+    record(firestore_db, ours, OrderStatus.PLACED, broker_order_id=first, broker_request=cover.to_fyers())
+    third = broker.place_order(cover).order_id  # a later, separate signal with the same shape, recorded
+    record(firestore_db, other, OrderStatus.PLACED, at=MARKET_NOW + timedelta(seconds=1), broker_order_id=third,
+           broker_request=cover.to_fyers())
+
+    report = run_reconcile(deps, NOW)
+
+    assert report["duplicates"] == [{"order_id": ours, "broker_order_ids": [first], "duplicates": [second]}]
+    assert store.get(ours).broker_duplicates == [second] and store.get(other).broker_duplicates is None
+
+
 def test_an_order_the_queue_never_took_is_told_while_fresh_and_expired_once_old(deps, store, firestore_db, topics):
     order_id = new_order_id()
     record(firestore_db, order_id, OrderStatus.QUEUED, at=NOW - timedelta(seconds=10),
