@@ -282,7 +282,7 @@ class Stack:
             for wait in waits:
                 wait.result()
         # One after the other: run beside the symbols job, the login's first calls to a freshly
-        # started Firestore emulator outlasted FIRESTORE_TIMEOUT (1 s) in 2 starts of 3.
+        # started Firestore emulator took over 1 s, the auth function's timeout, in 2 starts of 3.
         self._load_symbol_master()
         if not self.external:
             self._login()
