@@ -348,3 +348,14 @@ def sim_orders(sim) -> list[dict]:
 
 def order_id_of(message) -> str:
     return message.attributes["order_id"]
+
+
+def real_time_worker(worker_factory: Callable[..., WorkerDeps], **overrides: Any) -> WorkerDeps:
+    """A worker whose clock and sleeps are real (from market time): for deliveries that run at the
+    same time (they wait for each other's leases in real time) and faults that take real seconds."""
+    import time
+
+    clock = ShiftedClock()
+    clock.start_at(MARKET_NOW)
+    # A short landing bound keeps a scenario that meets an unclear answer to seconds.
+    return worker_factory(clock=clock, sleep=time.sleep, **{"PLACEMENT_LANDING_SECONDS": "3", **overrides})

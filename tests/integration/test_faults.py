@@ -19,7 +19,6 @@ from common.outcome import NOTICES
 from common.records import ORDERS, OrderStatus
 from deploy.local.emulators import free_port
 from functions.order_worker import Retry, handle
-from tests.clock import ShiftedClock
 from tests.integration.conftest import (
     MARKET_NOW,
     Clock,
@@ -29,6 +28,7 @@ from tests.integration.conftest import (
     make_client,
     order,
     order_id_of,
+    real_time_worker,
     sim_orders,
 )
 
@@ -43,13 +43,6 @@ def reasons(db, order_id: str) -> list[str]:
 
 def notices(db, order_id: str) -> list[str]:
     return sorted(d.id for d in db.collection(ORDERS).document(order_id).collection(NOTICES).list_documents())
-
-
-def real_time_worker(worker_factory, **overrides: Any):
-    """A worker whose clock and sleeps are real (from market time): for faults that take real seconds."""
-    clock = ShiftedClock()
-    clock.start_at(MARKET_NOW)
-    return worker_factory(clock=clock, sleep=time.sleep, read_timeout=0.3, **overrides)
 
 
 # --- Fyers answers late, wrongly, or not at all ---------------------------------------------
@@ -72,7 +65,7 @@ def test_a_hang_booked_after_the_client_gave_up_is_waited_for_and_never_placed_t
     message = queue()
     sim.add_fault("hang", route=PLACE, seconds=0.6, land_after=1.0)  # Fyers books it 1 s after it arrived
 
-    handle(cloud_event(message), real_time_worker(worker_factory, PLACEMENT_LANDING_SECONDS="2"))
+    handle(cloud_event(message), real_time_worker(worker_factory, read_timeout=0.3, PLACEMENT_LANDING_SECONDS="2"))
     time.sleep(0.5)  # anything still in flight at Fyers lands by now
 
     [placed] = sim_orders(sim)
@@ -87,7 +80,7 @@ def test_a_hang_never_booked_is_placed_again_only_after_its_landing_bound(worker
     sim.add_fault("hang", route=PLACE, seconds=0.6)  # the gateway gives up; nothing is booked
     started = time.monotonic()
 
-    handle(cloud_event(message), real_time_worker(worker_factory, PLACEMENT_LANDING_SECONDS="1.5"))
+    handle(cloud_event(message), real_time_worker(worker_factory, read_timeout=0.3, PLACEMENT_LANDING_SECONDS="1.5"))
 
     assert len(sim_orders(sim)) == 1
     assert order(firestore_db, order_id_of(message))["status"] == "PLACED"

@@ -24,6 +24,7 @@ from tests.integration.conftest import (
     make_client,
     order,
     order_id_of,
+    real_time_worker,
     sim_orders,
 )
 
@@ -66,7 +67,7 @@ def test_dry_run_records_the_exact_request_and_sends_nothing(worker_factory, que
 
 def test_redelivery_5_times_3_concurrently_places_one_order(worker_factory, queue, sim, firestore_db):
     message = queue()
-    deps = worker_factory()
+    deps = real_time_worker(worker_factory)
     start = threading.Barrier(3)
     errors: list[BaseException] = []
 
@@ -295,7 +296,7 @@ def test_duplicate_storm_50_concurrent_alerts_make_one_broker_order(worker_facto
     messages = topics.pull(topics.orders, rounds=5)
     assert messages and len({order_id_of(m) for m in messages}) == 1
 
-    deps = worker_factory()
+    deps = real_time_worker(worker_factory)
     run_all([threading.Thread(target=deliver, args=(m, deps)) for m in messages for _ in range(2)])
 
     [placed] = sim_orders(sim)
