@@ -205,8 +205,9 @@ class Alert(BaseModel):
     def _check_instrument(self) -> None:
         kind = self.kind
         if kind == "OPTION":
-            if self.option_type is None:
-                raise ValueError("optionType (CE or PE) is required with a strike")
+            if self.option_type is None and self.position is None:
+                # With the position placeholders the view picks it: long buys CE (options buy) or sells PE (sell).
+                raise ValueError("optionType (CE or PE) is required with a strike, unless position says the view")
             if self.strike is None:
                 raise ValueError("strike is required with an optionType (a number, ATM, ATM+1, OTM2...)")
             return
@@ -219,7 +220,8 @@ class Alert(BaseModel):
             # An expiry alone used to make an index alert a future: a forgotten strike traded one.
             raise ValueError(f"expiry applies to {self.symbol} only with strike and optionType (an option); "
                              f"for the future, use {self.underlying}1! (this month) or {self.underlying}2! (next)")
-        if kind == "EQUITY" and self.symbol in INDEX_UNDERLYINGS:
+        if kind == "EQUITY" and self.symbol in INDEX_UNDERLYINGS and self.action != "EXIT" and self.position is None:
+            # EXIT, or a position, alone on an index speaks of what the strategy holds in it.
             raise ValueError(f"{self.symbol} is an index: give expiry, strike and optionType for an option, "
                              f"or use {self.symbol}1! for the future")
 

@@ -210,6 +210,13 @@ class InvalidPriceLevel(RouterError):
     http_status = 400
 
 
+class IntentConflict(RouterError):
+    """The alert's fields contradict each other about the position it means."""
+
+    code = "INTENT_CONFLICT"
+    http_status = 400
+
+
 class NoPosition(RouterError):
     """There is no position to exit or cover."""
 

@@ -47,6 +47,7 @@ class NotificationKind(StrEnum):
     ORDER_BLOCKED = "ORDER_BLOCKED"
     ORDER_UNKNOWN = "ORDER_UNKNOWN"
     ORDER_NOT_QUEUED = "ORDER_NOT_QUEUED"
+    POSITION_CLOSED = "POSITION_CLOSED"
     DUPLICATE_AT_BROKER = "DUPLICATE_AT_BROKER"
     UNRECORDED_AT_BROKER = "UNRECORDED_AT_BROKER"
     NEEDS_LOGIN = "NEEDS_LOGIN"
@@ -71,6 +72,7 @@ _EMOJI = {
     NotificationKind.ORDER_BLOCKED: "🚫",
     NotificationKind.ORDER_UNKNOWN: "❓",
     NotificationKind.ORDER_NOT_QUEUED: "📭",
+    NotificationKind.POSITION_CLOSED: "💰",
     NotificationKind.DUPLICATE_AT_BROKER: "‼️",
     NotificationKind.UNRECORDED_AT_BROKER: "👻",
     NotificationKind.NEEDS_LOGIN: "🔑",

@@ -179,6 +179,29 @@ class OrderStore:
 
         return attempt(self._db.transaction())
 
+    def add_children(self, parent: OrderRecord, steps: list[dict[str, Any]], *, now: datetime) -> list[str]:
+        """Record the later steps of a parent's intent as QUEUED orders of their own (ids
+        ``<parent>s2``, ``<parent>s3``...: valid Fyers tags), once: a redelivery finds them made."""
+        from google.api_core import exceptions
+
+        ids = [f"{parent.order_id}s{n}" for n in range(2, len(steps) + 2)]
+        for child_id, step in zip(ids, steps):
+            child = parent.model_copy(update={
+                "order_id": child_id, "status": OrderStatus.QUEUED, "parent_order_id": parent.order_id,
+                "step": step, "children": None, "intent": None, "attempts": 0, "lease_until": None,
+                "worker_id": None, "reason": None, "message": None, "created_at": now, "updated_at": now})
+            ref = self._db.collection(ORDERS).document(child_id)
+            try:
+                ref.create(child.to_firestore(), timeout=self._timeout, retry=self._retry)
+            except exceptions.AlreadyExists:
+                continue
+            ref.collection(EVENTS).document(_event_id(now)).set(OrderEvent(
+                at=now, to_status=OrderStatus.QUEUED.value, reason="STEP", by="worker",
+                message=f"Step {child_id[-1]} of {parent.order_id}: {step.get('effect', '').lower()} "
+                        f"{'BUY' if step.get('side') == 1 else 'SELL'} {step.get('ticker') or step.get('option_type') or ''}"
+                        ).to_firestore(), timeout=self._timeout, retry=self._retry)
+        return ids
+
     def transition(self, order_id: str, to: OrderStatus, *, now: datetime, by: str,
                    from_status: OrderStatus | None = None, reason: str | None = None,
                    message: str | None = None, fields: dict[str, Any] | None = None, broker_code: int | None = None,

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 
 from common.broker.models import FINAL_STATUSES, STATUS_NAMES, BrokerOrder
 from common.clock import Clock
+from common.ledger import Ledger
 from common.logs import get_logger
 from common.notify import Notification, NotificationKind, Severity
 from common.orders import OrderStore
@@ -161,11 +162,12 @@ class Outcomes:
     """Moves orders to their outcomes, and tells the trader once per order and kind."""
 
     def __init__(self, store: OrderStore, notify: Callable[[Notification], Any], clock: Clock, by: str,
-                 *, timeout: float = 10.0) -> None:
+                 *, ledger: Ledger | None = None, timeout: float = 10.0) -> None:
         self.store = store
         self._notify = notify
         self._clock = clock
         self._by = by
+        self._ledger = ledger
         self._timeout = timeout
 
     def finish(self, record: OrderRecord, status: OrderStatus, reason: str, message: str, *,
@@ -192,6 +194,7 @@ class Outcomes:
         """
         now = self._clock()
         fields = {**view.fields(), "broker_order_id": record.broker_order_id or view.ids[0], "reconciled_at": now}
+        self._count_fills(record, view, now)
         if view.rejected:
             self.finish(record, OrderStatus.REJECTED, "BROKER_REJECTED", view.message or "Rejected by Fyers RMS.",
                         from_status=current, fields=fields, broker_message=view.message)
@@ -210,6 +213,19 @@ class Outcomes:
                              text=f"Found in Fyers' order book after an unclear placement ({view.status}).",
                              fields={"broker_order_id": view.ids[0]})
         return OrderStatus.PLACED
+
+    def _count_fills(self, record: OrderRecord, view: BookView, now: datetime) -> None:
+        """Bring the strategy's ledger up to the book's fills (each counted once), and tell the
+        trader what a fill closed, with its P&L."""
+        if self._ledger is None:
+            return
+        effect = self._ledger.filled(record, filled_qty=view.filled_qty, avg_price=view.avg_price,
+                                     final=view.status in FINAL_NAMES, now=now)
+        if effect is not None and effect.closed:
+            pnl = sum(t.realised_pnl for t in effect.closed)
+            self._notify(Notification(kind=NotificationKind.POSITION_CLOSED, title=f"{record.strategy or 'Position'}: "
+                                      f"{effect.text()}", text=f"Realised P&L {pnl:+,.2f}.", order_id=record.order_id,
+                                      fields={"strategy": record.strategy}, at=now))
 
     def notify_once(self, record: OrderRecord, kind: NotificationKind, *, title: str, text: str,
                     severity: Severity = Severity.INFO, fields: dict[str, Any] | None = None) -> bool:

@@ -33,6 +33,7 @@ class OrderStatus(str, Enum):
     EXPIRED = "EXPIRED"
     BLOCKED = "BLOCKED"
     DRY_RUN = "DRY_RUN"
+    SKIPPED = "SKIPPED"  # nothing to do: the strategy already holds what the signal means
 
     @property
     def terminal(self) -> bool:
@@ -112,6 +113,10 @@ class OrderRecord(_Doc):
     sent_at: datetime | None = None  # when the last placement request left for Fyers
     may_land_until: datetime | None = None  # an unanswered placement may still be booked until then
     broker_duplicates: list[str] | None = None  # Fyers orders with this order's tag beyond its own
+    intent: dict[str, Any] | None = None  # what the signal meant for the position: kind, reason, steps
+    parent_order_id: str | None = None  # a later step of another order's intent (a reversal's opening leg)
+    step: dict[str, Any] | None = None  # that step, as planned from the ledger
+    children: list[str] | None = None  # this order's later steps, placed in order after it
     placed_at: datetime | None = None
     # the broker's view, after reconciliation
     broker_status: str | None = None

@@ -42,6 +42,7 @@ from common.errors import (
     BrokerError,
     BrokerRejected,
     BrokerTransient,
+    NoPosition,
     RateLimited,
     RouterError,
     StoreUnavailable,
@@ -51,6 +52,8 @@ from common.logs import get_logger, log_context
 from common.market import market_closed_reason
 from common.notify import Notification, NotificationKind, Severity
 from common.orders import Claim, OrderStore, queued_record
+from common.intent import Step, derive, instrument_of_alert, names_one_contract, step_alert
+from common.ledger import Ledger, Position
 from common.outcome import Book, BookView, Outcomes, describe, signal_deadline
 from common.placement import Plan, plan_order
 from common.ratelimit import RateLimitBudgetExceeded, SlidingWindowLimiter
@@ -87,11 +90,11 @@ class WorkerDeps:
     needs_login: Callable[[str, datetime], None]  # marks system/broker_session NEEDS_LOGIN
     notify: Callable[[Notification], Any]
     limiter: SlidingWindowLimiter
+    ledger: Ledger
     worker_id: str
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     sleep: Callable[[float], None] = time.sleep
     read_back_delay: float = 0.3  # Fyers' RMS answers within a few hundred ms
-    recheck_delay: float = 1.0  # between the two book look-ups that must agree before a re-place
 
 
 @dataclass
@@ -146,10 +149,12 @@ def _process(command: OrderCommand, deps: WorkerDeps) -> None:
         if not _record_for_webhook(command, deps, now):
             return
     claim = _claim(command, deps)
-    if claim is None:
+    if claim is None or claim.record is None:
         return
     job = _Job(command, claim.record, signal_deadline(command.alert_time, command.received_at, deps.settings),
-               claim.record.lease_until, Outcomes(deps.store, deps.notify, deps.clock, deps.worker_id))
+               claim.record.lease_until, Outcomes(deps.store, deps.notify, deps.clock, deps.worker_id, ledger=deps.ledger))
+    if claim.outcome == "terminal":
+        return _next_steps(job, deps)  # an earlier delivery settled it; its later steps may remain
     if claim.previous in (OrderStatus.PLACING, OrderStatus.UNKNOWN):
         # A takeover: an earlier attempt may have reached Fyers, or may still. Its holder sent
         # nothing after its lease ended, and what it sent may land for the landing bound more.
@@ -157,12 +162,14 @@ def _process(command: OrderCommand, deps: WorkerDeps) -> None:
         broken = claim.previous_lease_until + landing if claim.previous_lease_until else None
         may_land_until = max((t for t in (broken, claim.record.may_land_until) if t), default=now)
         if _settled_by_book(job, deps, may_land_until, current=OrderStatus.PLACING, request=None):
-            return
+            return _next_steps(job, deps)
     _guard_and_place(job, deps)
+    _next_steps(job, deps)
 
 
 def _claim(command: OrderCommand, deps: WorkerDeps) -> Claim | None:
-    """Take the order, waiting out another delivery's live lease: None when there is nothing to do.
+    """Take the order, waiting out another delivery's live lease: the claim (``claimed``, or
+    ``terminal`` when an earlier delivery settled it), or None when there is no such order.
 
     A delivery that finds a live lease is never acked away: it waits until the holder
     finishes (then there is nothing to do) or its lease ends (then this one takes over),
@@ -174,7 +181,7 @@ def _claim(command: OrderCommand, deps: WorkerDeps) -> Claim | None:
         now = deps.clock()
         claim = deps.store.claim(command.order_id, worker_id=deps.worker_id, now=now,
                                  lease=timedelta(seconds=settings.lease_seconds))
-        if claim.outcome == "claimed":
+        if claim.outcome in ("claimed", "terminal"):
             return claim
         if claim.outcome != "leased":
             log.info("delivery skipped", extra={"fields": {"claim": claim.outcome}})
@@ -227,24 +234,121 @@ def _guard_and_place(job: _Job, deps: WorkerDeps) -> None:
 
     max_lots = min(settings.max_lots_per_alert, controls.max_lots or settings.max_lots_per_alert)
     try:
-        plan = plan_order(alert, order_id=job.record.order_id, master=deps.master(), today=today_ist(now),
-                          quote=lambda ticker: _ltp(ticker, job, deps),
-                          positions=lambda: _call(job, deps, lambda broker: broker.positions()),
-                          cover_only=(alert.strategy or "").upper() in settings.cover_only_strategies,
-                          max_lots=max_lots)
+        steps = _intent_steps(job, alert, deps, now, dry_run)
+        if not steps:
+            return
+        step, step_alert = steps[0]
+        plan = _plan(job, step, step_alert, deps, now, max_lots)
     except BrokerError as exc:
         return _broker_failure(job, deps, exc)
     except RateLimitBudgetExceeded as exc:
         return _release(job, deps, "RATE_BUDGET", f"Our own broker rate limit: next slot in {exc.wait:.1f} s.")
     except RouterError as exc:
         return _finish(job, deps, OrderStatus.REJECTED, exc.code, exc.message)
-    deps.store.update_fields(job.record.order_id, _plan_fields(plan), now=deps.clock())
+    _record_plan(job, plan, deps)
 
     if dry_run:
         return _finish(job, deps, OrderStatus.DRY_RUN, "DRY_RUN",
                        f"Dry run: would send {_describe(plan.request)}.", fields={"broker_request": plan.request.to_fyers()},
                        notify=False)
     _place(job, plan.request, deps)
+
+
+# --- the position: what the signal means, in orders -----------------------------------
+
+
+def _intent_steps(job: _Job, alert: Alert, deps: WorkerDeps, now: datetime,
+                  dry_run: bool) -> list[tuple[Step | None, Alert]]:
+    """The orders the signal means for the strategy's position, first to last; [] when the order
+    was finished here (nothing to do). Later steps become child orders, recorded now."""
+    if job.record.parent_order_id is not None and job.record.step:  # a later step, planned with the first
+        step = Step(**job.record.step)
+        return [(step, step_alert(alert, step))]
+    instrument = instrument_of_alert(alert, deps.master())
+    held = deps.ledger.get(alert.strategy, instrument)
+    intent = derive(alert, held)
+    cancelled: list[str] = []
+    if held is not None and any(s.effect == "CLOSE" for s in intent.steps) and not dry_run:
+        cancelled = _cancel_working_entries(job, held, deps)
+        if cancelled:  # what they filled is in the ledger now: decide again
+            held = deps.ledger.get(alert.strategy, instrument)
+            intent = derive(alert, held)
+    summary = {"kind": intent.kind, "reason": intent.reason, "steps": [s.describe() for s in intent.steps],
+               "held": held.summary() if held else "flat", **({"cancelled": cancelled} if cancelled else {})}
+    if not intent.steps:
+        if cancelled:
+            _finish(job, deps, OrderStatus.SKIPPED, "ENTRY_CANCELLED", (
+                f"Cancelled the working entry {', '.join(cancelled)}: nothing of it was filled, so nothing is "
+                "left to close."), fields={"intent": summary}, notify=False)
+            return []
+        if intent.kind == "NONE":
+            _finish(job, deps, OrderStatus.SKIPPED, "NO_CHANGE", f"Nothing to do: {intent.reason}.",
+                    fields={"intent": summary}, notify=False)
+            return []
+        if intent.kind == "EXIT" and names_one_contract(alert):
+            # A position opened by hand: the broker's net position in the named contract decides.
+            job.record = job.record.model_copy(update={"step": {"effect": "CLOSE"}})
+            return [(None, alert)]
+        raise NoPosition(f"No position to close: {intent.reason}.")
+    children = deps.store.add_children(job.record, [s.__dict__ for s in intent.steps[1:]], now=now)
+    first = intent.steps[0].__dict__
+    deps.store.update_fields(job.record.order_id, {"intent": summary, "step": first,
+                                                   **({"children": children} if children else {})}, now=now)
+    job.record = job.record.model_copy(update={"children": children or None, "step": first})
+    return [(step, step_alert(alert, step)) for step in intent.steps]
+
+
+def _cancel_working_entries(job: _Job, held: Position, deps: WorkerDeps) -> list[str]:
+    """An exit while entries still work: cancel them at Fyers and count what they filled.
+    Returns the broker ids cancelled."""
+    working = [f for f in held.in_flight if f.effect == "OPEN" and f.quantity > 0 and f.broker_order_id]
+    for item in working:
+        broker_id = item.broker_order_id or ""
+        try:
+            _call(job, deps, lambda broker: broker.cancel_order(broker_id), budget=10.0)
+        except BrokerRejected:
+            pass  # it filled or ended meanwhile: the book below says which
+        entry = deps.store.get(item.order_id)
+        order = _call(job, deps, lambda broker: broker.order_by_id(broker_id), budget=10.0)
+        if entry is not None and order is not None and (view := BookView.of([order])) is not None:
+            job.outcomes.apply_book(entry, view, OrderStatus(entry.status))
+        deps.store.add_event(job.record.order_id, OrderEvent(
+            at=deps.clock(), to_status=OrderStatus.PLACING.value, reason="ENTRY_CANCELLED", by=deps.worker_id,
+            message=f"Cancelled the working entry {item.order_id} (Fyers {broker_id}) before closing."))
+    return [f.broker_order_id or f.order_id for f in working]
+
+
+def _plan(job: _Job, step: Step | None, alert: Alert, deps: WorkerDeps, now: datetime, max_lots: int) -> Plan:
+    closing = step is not None and step.effect == "CLOSE"
+    return plan_order(alert, order_id=job.record.order_id, master=deps.master(), today=today_ist(now),
+                      quote=lambda ticker: _ltp(ticker, job, deps),
+                      positions=lambda: _call(job, deps, lambda broker: broker.positions()),
+                      cover_only=(alert.strategy or "").upper() in deps.settings.cover_only_strategies and not closing,
+                      # Closing what the strategy holds is never refused for size: it lowers the risk.
+                      max_lots=None if closing else max_lots)
+
+
+def _record_plan(job: _Job, plan: Plan, deps: WorkerDeps) -> None:
+    fields = _plan_fields(plan)
+    deps.store.update_fields(job.record.order_id, fields, now=deps.clock())
+    job.record = OrderRecord.model_validate({**job.record.model_dump(), **fields})
+
+
+def _next_steps(job: _Job, deps: WorkerDeps) -> None:
+    """Place this order's later steps, in order, once it is settled; skip them if it did not go through."""
+    for child_id in job.record.children or []:
+        current = deps.store.get(job.record.order_id)
+        claim = deps.store.claim(child_id, worker_id=deps.worker_id, now=deps.clock(),
+                                 lease=timedelta(seconds=deps.settings.lease_seconds))
+        if claim.outcome != "claimed":
+            continue  # done by an earlier delivery, or in another's hands
+        child = _Job(job.command, claim.record, job.deadline, claim.record.lease_until, job.outcomes)
+        if current is None or current.status != OrderStatus.PLACED.value:
+            _finish(child, deps, OrderStatus.SKIPPED, "PREVIOUS_STEP_FAILED",
+                    f"Not placed: the step before it ({job.record.order_id}) ended {current.status if current else 'unrecorded'}.",
+                    notify=False)
+            continue
+        _guard_and_place(child, deps)
 
 
 # --- placing and outcomes ---------------------------------------------------------
@@ -296,6 +400,8 @@ def _placed(job: _Job, result: PlaceResult, request: OrderRequest, deps: WorkerD
                                        "Do not place it by hand."), fields={"broker_order_id": result.order_id})
     placed = job.record.model_copy(update={"broker_order_id": result.order_id,
                                            "broker_order_ids": list(result.order_ids), "placed_at": now})
+    deps.ledger.placed(placed, ticker=request.symbol, side=request.side, quantity=request.qty,
+                       effect=(job.record.step or {}).get("effect", "OPEN"), broker_order_id=result.order_id, now=now)
     _read_back(job, placed, deps)
 
 

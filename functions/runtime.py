@@ -84,6 +84,7 @@ def worker_deps(settings: Settings, environ: Mapping[str, str]) -> "WorkerDeps":
     from common.breaker import CircuitBreaker
     from common.broker import FyersBroker
     from common.controls import ControlsReader
+    from common.ledger import Ledger
     from common.master_store import MasterRepository
     from common.ratelimit import SlidingWindowLimiter
     from common.secrets import make_secret_store
@@ -109,6 +110,7 @@ def worker_deps(settings: Settings, environ: Mapping[str, str]) -> "WorkerDeps":
         needs_login=lambda reason, now: sessions.mark_needs_login("TOKEN_DEAD", reason, now),
         notify=_notifier(settings, secrets).send,
         limiter=SlidingWindowLimiter(settings.orders_per_second, settings.orders_per_minute),
+        ledger=Ledger(db, timeout=settings.worker_firestore_timeout),
         worker_id=f"{environ.get('K_REVISION', 'local')}-{uuid.uuid4().hex[:6]}",
         clock=clock,
     )
@@ -154,8 +156,11 @@ def scheduler_deps(settings: Settings, environ: Mapping[str, str]) -> "Scheduler
     def reconcile() -> "ReconcileDeps":
         from functions.jobs.reconcile import ReconcileDeps
 
-        return ReconcileDeps(settings=settings, store=OrderStore(db.get(), timeout=settings.scheduler_firestore_timeout),
-                             broker=broker.get, notifier=notifier, timeout=settings.scheduler_firestore_timeout)
+        from common.ledger import Ledger
+
+        timeout = settings.scheduler_firestore_timeout
+        return ReconcileDeps(settings=settings, store=OrderStore(db.get(), timeout=timeout), broker=broker.get,
+                             notifier=notifier, ledger=Ledger(db.get(), timeout=timeout), timeout=timeout)
 
     def health() -> "HealthDeps":
         from functions.jobs.health import HealthDeps

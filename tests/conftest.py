@@ -7,7 +7,6 @@ Each test gets its own topics, so tests cannot read each other's messages.
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from pathlib import Path

@@ -129,6 +129,10 @@ class FyersBroker:
         raise BrokerAmbiguous(f"{what}: accepted without an order id; the order may exist.",
                               broker_code=code, broker_message=message)
 
+    def cancel_order(self, order_id: str) -> None:
+        """Cancel a working order (1103). A filled, cancelled or unknown one raises :class:`BrokerRejected`."""
+        self._call(f"cancel {order_id}", "cancel_order", {"id": order_id})
+
     def order_by_id(self, order_id: str) -> BrokerOrder | None:
         """The order with this id, or None if Fyers does not know it."""
         try:

@@ -40,6 +40,7 @@ from common.broker.models import BrokerOrder
 from common.broker.ports import OrderBook
 from common.errors import TokenDead
 from common.idempotency import is_order_id
+from common.ledger import Ledger
 from common.logs import get_logger
 from common.notify import Notification, NotificationKind, Notifier, Severity
 from common.orders import OrderStore
@@ -61,6 +62,7 @@ class ReconcileDeps:
     store: OrderStore
     broker: Callable[[], OrderBook]
     notifier: Notifier
+    ledger: Ledger  # the strategies' positions: fills found here count there, once
     timeout: float = 10.0  # per Firestore call made here (the store has its own)
 
 
@@ -74,7 +76,8 @@ def run_reconcile(deps: ReconcileDeps, now: datetime) -> dict[str, Any]:
     except TokenDead as exc:
         log.warning("reconcile skipped: the Fyers session is dead")
         return {**report, "ok": False, "status": "NEEDS_LOGIN", "reason": exc.message}
-    run = _Run(deps, now, Outcomes(deps.store, deps.notifier.send, lambda: now, BY, timeout=deps.timeout))
+    run = _Run(deps, now, Outcomes(deps.store, deps.notifier.send, lambda: now, BY, ledger=deps.ledger,
+                                                timeout=deps.timeout))
     # Which broker order each record owns: an untagged (BO/CO) order matched by its signature is
     # another record's when that record holds its id, or, unheld, the earliest signal's that matches.
     owners = {i: r.order_id for r in records for i in (r.broker_order_id, *(r.broker_order_ids or [])) if i}

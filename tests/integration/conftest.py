@@ -134,6 +134,7 @@ from datetime import date, timedelta  # noqa: E402
 
 from common.breaker import CircuitBreaker  # noqa: E402
 from common.controls import ControlsReader  # noqa: E402
+from common.ledger import Ledger  # noqa: E402
 from common.notify import Notifier  # noqa: E402
 from common.ratelimit import SlidingWindowLimiter  # noqa: E402
 from common.secrets import InMemorySecretStore  # noqa: E402
@@ -223,8 +224,9 @@ def worker_factory(emulators, clean_firestore, topics, sim, symbol_master, gcp_p
             master=lambda: master, broker=broker, invalidate_token=tokens.invalidate,
             needs_login=lambda reason, now: needs_login.append(reason), notify=notifier.send,
             limiter=SlidingWindowLimiter(settings.orders_per_second, settings.orders_per_minute),
+            ledger=Ledger(db, timeout=5),
             worker_id=f"worker-{uuid.uuid4().hex[:6]}", clock=clock, sleep=sleep or clock.advance,
-            read_back_delay=0.0, recheck_delay=0.0)
+            read_back_delay=0.0)
         deps.tokens = tokens  # type: ignore[attr-defined]  # for assertions
         deps.needs_login_calls = needs_login  # type: ignore[attr-defined]
         return deps

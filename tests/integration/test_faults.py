@@ -159,7 +159,7 @@ def test_a_partial_fill_is_recorded_and_counted_once_as_it_completes(worker_fact
     [resting] = sim_orders(sim)
     sim.exchange.fill_partly(resting["id"], 65)
     reconcile = ReconcileDeps(settings=deps.settings, store=deps.store, broker=lambda: deps.broker,
-                              notifier=_Silent())
+                              notifier=_Silent(), ledger=deps.ledger)
 
     run_reconcile(reconcile, MARKET_NOW + timedelta(minutes=1))
     half = order(firestore_db, order_id_of(message))

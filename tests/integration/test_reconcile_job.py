@@ -18,6 +18,7 @@ import pytest
 
 from common.broker import FyersBroker, OrderRequest
 from common.idempotency import order_id_for
+from common.ledger import Ledger
 from common.notify import Notifier
 from common.orders import OrderStore
 from common.pubsub import Publisher
@@ -52,7 +53,8 @@ def store(emulators, clean_firestore, firestore_db) -> OrderStore:
 def deps(store, broker, topics, gcp_project) -> ReconcileDeps:
     settings = load_settings({"GOOGLE_CLOUD_PROJECT": gcp_project, **topics.env()})
     notifier = Notifier(settings, Publisher(gcp_project, timeout=5).publish, InMemorySecretStore())
-    return ReconcileDeps(settings=settings, store=store, broker=lambda: broker, notifier=notifier)
+    return ReconcileDeps(settings=settings, store=store, broker=lambda: broker, notifier=notifier,
+                         ledger=Ledger(store.db, timeout=5))
 
 
 def new_order_id() -> str:

@@ -19,6 +19,7 @@ import pytest
 
 from common.artifacts import LocalDirStore
 from common.idempotency import order_id_for
+from common.ledger import Ledger
 from common.master_store import MasterRepository
 from common.notify import Notifier
 from common.pubsub import Publisher
@@ -270,7 +271,8 @@ def test_a_broker_outage_during_reconcile_answers_503(emulators, clean_firestore
     broker = FyersBroker(APP_ID, lambda: token, api_base=sim.api_base, data_base=sim.data_base, read_timeout=2)
     sim.add_fault("http_503_html", route=ORDERBOOK)
     notifier = Notifier(settings, Publisher(gcp_project, timeout=5).publish, InMemorySecretStore())
-    deps = ReconcileDeps(settings, OrderStore(firestore_db, timeout=5), lambda: broker, notifier)
+    deps = ReconcileDeps(settings, OrderStore(firestore_db, timeout=5), lambda: broker, notifier,
+                         Ledger(firestore_db, timeout=5))
 
     answer = app_for(injected(settings, reconcile=lambda: deps)).post("/?job=reconcile")
 
