@@ -268,7 +268,8 @@ def _intent_steps(job: _Job, alert: Alert, deps: WorkerDeps, now: datetime,
     held = deps.ledger.get(alert.strategy, instrument)
     intent = derive(alert, held)
     cancelled: list[str] = []
-    if held is not None and any(s.effect == "CLOSE" for s in intent.steps) and not dry_run:
+    closing = intent.kind in ("EXIT", "REDUCE", "REVERSE") or alert.position == "flat" or alert.action == "EXIT"
+    if held is not None and held.in_flight and closing and not dry_run:
         cancelled = _cancel_working_entries(job, held, deps)
         if cancelled:  # what they filled is in the ledger now: decide again
             held = deps.ledger.get(alert.strategy, instrument)
