@@ -7,10 +7,14 @@ Starts, each in its own process group on its own port:
   --auto-approve``), with symbol masters generated for today, which a small HTTP
   server in this process also serves as ``/sym_details/<NAME>.csv``;
 * the four functions, each ``functions-framework --target=NAME --source=main.py``,
-  configured by environment variables as a deployment is.
+  configured by environment variables as a deployment is; the worker is served the way
+  Cloud Run runs it (:mod:`deploy.local.cloud_run`): with the concurrency and instance
+  limit that deploy.sh deploys, and HTTP 429 beyond them.
 
-It creates the topics (``orders`` pushed to the worker, ``notifications``,
-``orders-dlq``) as soon as Pub/Sub answers. Once everything runs, it loads the symbol
+It creates the topics (``orders``, ``notifications``, ``orders-dlq``) as soon as
+Pub/Sub answers, and pushes ``orders`` to the worker with the trigger subscription's
+retry backoff and dead-letter policy (:mod:`deploy.local.pubsub_push`: the emulator's own
+push keeps neither, and pushes two at a time). Once everything runs, it loads the symbol
 master through the scheduler's ``symbols`` job, logs in to the simulator through the
 auth function (``/login`` with the operator key, the simulator's auto-approve,
 ``/callback``), prints the webhook URL with a ready ``curl`` and the operator
@@ -61,7 +65,9 @@ from common.errors import ConfigError
 from common.records import OrderStatus, today_ist
 from common.settings import Settings, load_settings
 from deploy.local import emulators as emu
+from deploy.local.cloud_run import WORKER, Shape
 from deploy.local.mastergen import write_masters
+from deploy.local.pubsub_push import WORKER_TRIGGER, PushDelivery
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / ".local" / "runs"
@@ -79,8 +85,7 @@ WIRING = ("GOOGLE_CLOUD_PROJECT", "ORDERS_TOPIC", "NOTIFICATIONS_TOPIC", "SECRET
 DROPPED = ("SECRET_PROJECT", "ARTIFACT_BUCKET", "STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS")
 
 ORDERS_TOPIC, NOTIFICATIONS_TOPIC, DLQ_TOPIC = "orders", "notifications", "orders-dlq"
-# As deploy.sh sets up the worker's trigger subscription.
-MAX_DELIVERY_ATTEMPTS, MIN_RETRY_DELAY, MAX_RETRY_DELAY, ACK_DEADLINE = 5, 10, 60, 60
+WORKER_SUBSCRIPTION = "order-worker-push"
 SIM_APP_ID = "LOCALSTACK-100"
 
 START_TIMEOUT = 90.0
@@ -171,6 +176,13 @@ def function_args(framework: str, name: str, source: Path, host: str, port: int)
             f"--host={host}", f"--port={port}"]
 
 
+def worker_args(python: str, source: Path, host: str, port: int, shape: Shape) -> list[str]:
+    """The order worker's command line: served as Cloud Run serves it, with ``shape``'s limits."""
+    return [python, "-m", "deploy.local.cloud_run", "--target=order_worker", f"--source={source}",
+            f"--signature-type={FUNCTIONS['order_worker']}", f"--host={host}", f"--port={port}",
+            f"--concurrency={shape.concurrency}", f"--max-instances={shape.max_instances}"]
+
+
 class _QuietFiles(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # the console is for the operator
         pass
@@ -212,6 +224,7 @@ class Stack:
         self._masters_server: ThreadingHTTPServer | None = None
         self._listeners: list[Any] = []
         self._subscriber: Any = None
+        self._delivery: PushDelivery | None = None
         self._stopped = False
 
     # --- addresses and configuration ------------------------------------------------
@@ -326,11 +339,11 @@ class Stack:
         self._adopt(Child("pubsub", e.process, e.log_path))
         self._done(f"Pub/Sub emulator on {e.host}", started)
 
-    def _spawn(self, name: str, args: list[str]) -> Child:
+    def _spawn(self, name: str, args: list[str], env: Mapping[str, str] | None = None) -> Child:
         log_path = self.run_dir / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
-            process = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            process = subprocess.Popen(args, cwd=ROOT, env=env or self.env, stdout=log, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
         return self._adopt(Child(name, process, log_path))
 
@@ -369,10 +382,17 @@ class Stack:
 
     def _start_function(self, name: str) -> None:
         started = time.monotonic()
-        child = self._spawn(name, function_args(_functions_framework(), name, ROOT / "main.py", HOST,
-                                                self.ports[name]))
+        if name == "order_worker":
+            # THREADS as deploy.sh sets it, for code that sizes itself by the instance's concurrency.
+            child = self._spawn(name, worker_args(sys.executable, ROOT / "main.py", HOST, self.ports[name], WORKER),
+                                {**self.env, "THREADS": str(WORKER.concurrency)})
+            shape = f" ({WORKER.concurrency} requests at a time, {WORKER.max_instances} instance, 429 beyond)"
+        else:
+            child = self._spawn(name, function_args(_functions_framework(), name, ROOT / "main.py", HOST,
+                                                    self.ports[name]))
+            shape = ""
         self._wait_listening(child, self.ports[name])
-        self._done(f"function {name} on {self.url(name)}", started)
+        self._done(f"function {name} on {self.url(name)}{shape}", started)
 
     def _create_topics(self) -> None:
         from google.cloud import pubsub_v1
@@ -384,20 +404,18 @@ class Stack:
         sub = functools.partial(subscriber.subscription_path, self.project)
         for name in (ORDERS_TOPIC, NOTIFICATIONS_TOPIC, DLQ_TOPIC):
             publisher.create_topic(name=topic(name), timeout=30)
-        # The push URL names the topic, so functions-framework fills the CloudEvent's source.
-        subscriber.create_subscription(request={
-            "name": sub("order-worker-push"), "topic": topic(ORDERS_TOPIC),
-            "push_config": {"push_endpoint": f"{self.url('order_worker')}/{topic(ORDERS_TOPIC)}"},
-            "ack_deadline_seconds": ACK_DEADLINE,
-            "dead_letter_policy": {"dead_letter_topic": topic(DLQ_TOPIC),
-                                   "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS},
-            "retry_policy": {"minimum_backoff": {"seconds": MIN_RETRY_DELAY},
-                             "maximum_backoff": {"seconds": MAX_RETRY_DELAY}},
-        }, timeout=30)
-        for name, source in (("notifications-log", NOTIFICATIONS_TOPIC), ("orders-dlq-hold", DLQ_TOPIC)):
+        # Pulled here and pushed by PushDelivery, which keeps the retry and dead-letter policy.
+        for name, source in ((WORKER_SUBSCRIPTION, ORDERS_TOPIC), ("notifications-log", NOTIFICATIONS_TOPIC),
+                             ("orders-dlq-hold", DLQ_TOPIC)):
             subscriber.create_subscription(request={"name": sub(name), "topic": topic(source)}, timeout=30)
         publisher.transport.close()
-        self._done(f"topics {ORDERS_TOPIC} (pushed to order_worker), {NOTIFICATIONS_TOPIC}, {DLQ_TOPIC}", started)
+        # The push URL names the topic, so functions-framework fills the CloudEvent's source.
+        self._delivery = PushDelivery(project=self.project, subscription=WORKER_SUBSCRIPTION,
+                                      endpoint=f"{self.url('order_worker')}/{topic(ORDERS_TOPIC)}",
+                                      policy=WORKER_TRIGGER, dead_letter_topic=DLQ_TOPIC).start()
+        self._done(f"topics {ORDERS_TOPIC} (pushed to order_worker: {WORKER_TRIGGER.max_delivery_attempts} "
+                   f"attempts, backoff {WORKER_TRIGGER.min_backoff:g}-{WORKER_TRIGGER.max_backoff:g} s, then "
+                   f"{DLQ_TOPIC}), {NOTIFICATIONS_TOPIC}", started)
 
     def _print_notifications(self) -> None:
         """Show each notification and dead letter on the console as it arrives."""
@@ -413,7 +431,7 @@ class Stack:
 
         def dead_letter(message: Any) -> None:
             order_id = message.attributes.get("order_id", "?")
-            self.say(f"☠  order command for {order_id} dead-lettered after {MAX_DELIVERY_ATTEMPTS} failed "
+            self.say(f"☠  order command for {order_id} dead-lettered after {WORKER_TRIGGER.max_delivery_attempts} failed "
                      f"deliveries: python -m ops show {order_id}")
             message.ack()
 
@@ -552,6 +570,8 @@ class Stack:
         if self._stopped:
             return
         self._stopped = True
+        if self._delivery is not None:
+            self._delivery.stop()
         for listener in self._listeners:
             listener.cancel()
         for listener in self._listeners:
