@@ -258,7 +258,17 @@ set_resources() { # PREFIX MEMORY CPU TIMEOUT CONCURRENCY MAX_TIMEOUT
   RES[$p.concurrency]=$concurrency
 }
 set_resources WEBHOOK 512Mi 1 30 8 3600
-set_resources WORKER 512Mi 1 120 1 540   # event-triggered: 540 s at most
+# The worker (docs/deploy.md, "The order worker's shape"): one instance, whose in-process
+# pacer is then the account's; 200 deliveries in it at once, since no more orders than
+# Fyers' 200 a minute can be placed within the 60 s an order may wait (a delivery beyond
+# that is answered 429 and retried by Pub/Sub); 180 s covers the longest wait in it: 60 s
+# for a broker slot, 20 s for an unclear placement to land, the book reads and Firestore.
+set_resources WORKER 512Mi 1 180 200 540   # event-triggered: 540 s at most
+WORKER_MAX_INSTANCES=1
+# Pub/Sub waits this long for the worker's answer: past the timeout, so that Cloud Run's own
+# 504, not Pub/Sub's clock, ends a delivery that runs too long, and never while it still runs.
+WORKER_ACK_DEADLINE=$((${RES[WORKER.timeout]} + 10))
+((WORKER_ACK_DEADLINE <= 600)) || WORKER_ACK_DEADLINE=600   # Pub/Sub's maximum
 set_resources SCHEDULER 1Gi 1 540 1 3600
 set_resources AUTH 256Mi 0.167 60 1 3600
 WEBHOOK_MIN_INSTANCES=$(cfg WEBHOOK_MIN_INSTANCES 1)   # TradingView gives up after 3 s
@@ -777,11 +787,12 @@ deploy_function() {
 deploy_function webhook webhook WEBHOOK - \
   --trigger-http --allow-unauthenticated --ingress-settings=all \
   --min-instances="$WEBHOOK_MIN_INSTANCES" --max-instances="$WEBHOOK_MAX_INSTANCES"
-# One instance at a time: the broker's rate limits and exactly-once placement rely on it.
+# One instance: the broker's rate limits are paced in-process (common/ratelimit.py).
 # The Eventarc trigger pushes as the worker's own account (invoker on itself, below);
 # Pub/Sub and Eventarc count as internal callers.
 deploy_function order-worker order_worker WORKER - \
-  --trigger-topic="$ORDERS_TOPIC" --retry --max-instances=1 --ingress-settings=internal-only "${EGRESS[@]}"
+  --trigger-topic="$ORDERS_TOPIC" --retry --max-instances="$WORKER_MAX_INSTANCES" --ingress-settings=internal-only \
+  "${EGRESS[@]}"
 # Cloud Scheduler counts as an internal caller too.
 deploy_function scheduler scheduler SCHEDULER auth-urls \
   --trigger-http --no-allow-unauthenticated --ingress-settings=internal-only \
@@ -794,10 +805,10 @@ deploy_function auth auth AUTH auth-urls \
 grant function scheduler roles/run.invoker "serviceAccount:$SA_INVOKER"
 grant function order-worker roles/run.invoker "serviceAccount:$SA_WORKER"
 
-# ===== 9. dead letters on the worker's trigger subscription =============================
-# `functions deploy` has no dead-letter flag: the subscription behind the worker's Eventarc
-# trigger gets the policy, found through the trigger itself. Checked on every run, since a
-# redeploy may reset it.
+# ===== 9. dead letters and ack deadline on the worker's trigger subscription =============
+# `functions deploy` has no dead-letter or ack-deadline flag: the subscription behind the
+# worker's Eventarc trigger gets them, found through the trigger itself. Checked on every
+# run, since a redeploy may reset them.
 WORKER_SUBSCRIPTION='<order-worker-trigger-subscription>'
 if query functions describe order-worker --region="$REGION" --format='value(eventTrigger.trigger.basename())' &&
   [[ -n $QUERY_OUT ]] &&
@@ -809,18 +820,18 @@ elif ((!DRY_RUN)); then
 fi
 
 grant subscription "$WORKER_SUBSCRIPTION" roles/pubsub.subscriber "$PUBSUB_AGENT"
-want="projects/$PROJECT/topics/$DLQ_TOPIC"$'\t'"$MAX_DELIVERY_ATTEMPTS"$'\t'"${MIN_RETRY_DELAY}s"$'\t'"${MAX_RETRY_DELAY}s"
+want="projects/$PROJECT/topics/$DLQ_TOPIC"$'\t'"$MAX_DELIVERY_ATTEMPTS"$'\t'"${MIN_RETRY_DELAY}s"$'\t'"${MAX_RETRY_DELAY}s"$'\t'"$WORKER_ACK_DEADLINE"
 have=""
 if [[ $WORKER_SUBSCRIPTION != '<'* ]] && query pubsub subscriptions describe "$WORKER_SUBSCRIPTION" \
-  --format='value(deadLetterPolicy.deadLetterTopic,deadLetterPolicy.maxDeliveryAttempts,retryPolicy.minimumBackoff,retryPolicy.maximumBackoff)'; then
+  --format='value(deadLetterPolicy.deadLetterTopic,deadLetterPolicy.maxDeliveryAttempts,retryPolicy.minimumBackoff,retryPolicy.maximumBackoff,ackDeadlineSeconds)'; then
   have=$QUERY_OUT
 fi
 if [[ $have == "$want" ]]; then
-  say "ok: dead-letter and retry policy on $WORKER_SUBSCRIPTION"
+  say "ok: dead-letter and retry policy, ack deadline on $WORKER_SUBSCRIPTION"
 else
   mutate pubsub subscriptions update "$WORKER_SUBSCRIPTION" \
     --dead-letter-topic="projects/$PROJECT/topics/$DLQ_TOPIC" --max-delivery-attempts="$MAX_DELIVERY_ATTEMPTS" \
-    --min-retry-delay="${MIN_RETRY_DELAY}s" --max-retry-delay="${MAX_RETRY_DELAY}s"
+    --min-retry-delay="${MIN_RETRY_DELAY}s" --max-retry-delay="${MAX_RETRY_DELAY}s" --ack-deadline="$WORKER_ACK_DEADLINE"
 fi
 
 # ===== 10. Cloud Scheduler jobs ==========================================================

@@ -30,6 +30,8 @@ from pathlib import Path
 import pytest
 
 from common import secret_table
+from deploy.local.cloud_run import WORKER
+from deploy.local.pubsub_push import WORKER_TRIGGER
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy" / "deploy.sh"
@@ -326,6 +328,7 @@ def test_dry_run_puts_a_dead_letter_and_retry_policy_on_the_worker_subscription(
     assert flag(update, "dead-letter-topic") == f"projects/{PROJECT}/topics/orders-dlq"
     assert flag(update, "max-delivery-attempts") == "7"
     assert (flag(update, "min-retry-delay"), flag(update, "max-retry-delay")) == ("15s", "90s")
+    assert flag(update, "ack-deadline") == "100"  # WORKER_TIMEOUT=90, and 10 s more
     grants = bindings(plan)
     assert ("pubsub topics", "orders-dlq", "roles/pubsub.publisher", PUBSUB_AGENT) in grants
     assert ("pubsub subscriptions", update[3], "roles/pubsub.subscriber", PUBSUB_AGENT) in grants
@@ -452,7 +455,34 @@ def test_a_real_run_on_an_empty_project_creates_everything_in_a_valid_order(depl
     policy = state["pubsub subscriptions"][worker_subscription]
     assert policy["deadLetterPolicy"] == {"deadLetterTopic": f"projects/{PROJECT}/topics/orders-dlq", "maxDeliveryAttempts": 7}
     assert policy["retryPolicy"] == {"minimumBackoff": "15s", "maximumBackoff": "90s"}
+    assert policy["ackDeadlineSeconds"] == 100
     assert bindings(first.commands("RUN: ")) == expected_bindings(worker_subscription)
+
+
+def test_the_worker_is_deployed_by_default_with_the_shape_the_local_stack_runs(make_cloud):
+    """deploy/local/cloud_run.py's WORKER and pubsub_push.py's WORKER_TRIGGER are what a
+    config without worker keys deploys: local bursts meet the deployed limits."""
+    cloud = make_cloud(config=f"PROJECT={PROJECT}\n")
+    result = cloud.deploy("--dry-run")
+    assert result.returncode == 0, result.stderr
+    plan = result.commands("DRY-RUN: ")
+    worker = next(c for c in starting(plan, "functions", "deploy") if c[2] == "order-worker")
+    assert flag(worker, "concurrency") == env_vars(worker)["THREADS"] == str(WORKER.concurrency)
+    assert flag(worker, "max-instances") == str(WORKER.max_instances)
+    assert flag(worker, "timeout") == f"{WORKER.timeout}s" and flag(worker, "cpu") == "1"
+    update = only(plan, "pubsub", "subscriptions", "update")
+    assert flag(update, "max-delivery-attempts") == str(WORKER_TRIGGER.max_delivery_attempts)
+    assert (flag(update, "min-retry-delay"), flag(update, "max-retry-delay")) == (
+        f"{WORKER_TRIGGER.min_backoff:g}s", f"{WORKER_TRIGGER.max_backoff:g}s")
+    assert flag(update, "ack-deadline") == f"{WORKER_TRIGGER.ack_deadline:g}"
+    assert WORKER_TRIGGER.ack_deadline > WORKER.timeout
+
+
+def test_the_longest_worker_timeout_gets_pub_subs_longest_ack_deadline(make_cloud):
+    cloud = make_cloud(config=CONFIG + "WORKER_TIMEOUT=540\n")
+    result = cloud.deploy("--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert flag(only(result.commands("DRY-RUN: "), "pubsub", "subscriptions", "update"), "ack-deadline") == "550"
 
 
 def test_a_second_run_creates_nothing_and_only_redeploys_and_updates_jobs(deployed_twice):
@@ -485,6 +515,7 @@ def test_a_rerun_repairs_only_what_drifted(make_cloud):
     del subscriptions["notifications-log"]
     worker_subscription = next(s for s in subscriptions if s.startswith("eventarc-"))
     del subscriptions[worker_subscription]["deadLetterPolicy"]  # e.g. reset by a redeploy
+    subscriptions[worker_subscription]["ackDeadlineSeconds"] = 10
     cloud.state["iam"]["secrets WEBHOOK_SECRET"] = []
 
     result = cloud.deploy()
