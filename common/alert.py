@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from common.errors import ValidationFailed
+from common.indices import INDEX_UNDERLYINGS
 from common.selectors import (
     ExpirySelector,
     StrikeSelector,
@@ -39,11 +40,6 @@ from common.selectors import (
     parse_strike,
 )
 
-# Index underlyings: they have no cash instrument, so an alert on one must name
-# an option (optionType/strike) or a future (NIFTY1!, or an expiry).
-INDEX_UNDERLYINGS = frozenset(
-    {"NIFTY", "BANKNIFTY", "FINNIFTY", "MIDCPNIFTY", "NIFTYNXT50", "SENSEX", "BANKEX"}
-)
 
 _FULL_TICKER = re.compile(r"^(NSE|BSE|MCX|NFO|BFO):[A-Z0-9&_-]+$")
 _UNDERLYING = re.compile(r"^[A-Z0-9&_-]{1,30}$")

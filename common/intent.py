@@ -23,8 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from common.alert import INDEX_UNDERLYINGS, Alert
+from common.alert import Alert
 from common.errors import IntentConflict
+from common.indices import INDEX_UNDERLYINGS
 from common.ledger import Leg, Position
 from common.symbols import SymbolMaster
 

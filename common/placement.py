@@ -13,16 +13,13 @@ from typing import Callable
 from common.alert import Alert
 from common.broker.models import OrderRequest, Position
 from common.errors import InvalidPriceLevel, NoPosition
+from common.indices import INDICES
 from common.pricing import bracket_offsets, exit_levels, round_to_tick
 from common.selectors import ExpirySelector, parse_continuous_future
 from common.symbols import Contract, SymbolMaster
 
 _ORDER_TYPES = {"LIMIT": 1, "MARKET": 2, "SL-M": 3, "SL": 4}
 
-# Exchange freeze quantities (units) above which an order must be sliced. NSE/BSE revise
-# these; the CSV master does not carry them, so this table is a conservative default.
-FREEZE_QTY = {"NIFTY": 1800, "BANKNIFTY": 900, "FINNIFTY": 1800, "MIDCPNIFTY": 2800, "NIFTYNXT50": 600,
-              "SENSEX": 1000, "BANKEX": 900}
 
 
 @dataclass(frozen=True)
@@ -93,7 +90,8 @@ def plan_order(alert: Alert, *, order_id: str, master: SymbolMaster, today: date
         sl_price, tp_price = levels.stop_loss, levels.take_profit
         stop_loss, take_profit = offsets.stop_loss or 0.0, offsets.take_profit or 0.0
 
-    freeze = FREEZE_QTY.get(contract.underlying)
+    index = INDICES.get(contract.underlying or "")
+    freeze = index.freeze_qty if index else None
     request = OrderRequest(
         symbol=contract.ticker, qty=qty, side=side, type=_ORDER_TYPES[alert.order_type], product=alert.product,
         limit_price=limit_price, stop_price=stop_price, stop_loss=stop_loss, take_profit=take_profit,

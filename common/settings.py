@@ -141,6 +141,10 @@ class Settings(BaseModel):
             raise ValueError("CLOCK_SHIFT_SECONDS is for local runs: unset it, or point FYERS_API_BASE at a simulator")
         return self
 
+    def symbol_allowed(self, underlying: str, symbol: str) -> bool:
+        """Whether ``ALLOWED_SYMBOLS`` (empty: everything) admits an alert's underlying or symbol."""
+        return not self.allowed_symbols or underlying in self.allowed_symbols or symbol in self.allowed_symbols
+
     def clock(self) -> Clock:
         """The router's clock: the wall clock, shifted by ``CLOCK_SHIFT_SECONDS``."""
         return shifted_clock(self.clock_shift_seconds)

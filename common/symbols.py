@@ -41,6 +41,7 @@ from common.errors import (
     UnknownTicker,
     UnknownUnderlying,
 )
+from common.indices import INDICES
 from common.selectors import ExpirySelector, StrikeSelector, format_strike
 
 ContractKind = Literal["EQ", "ETF", "INDEX", "FUT", "CE", "PE", "OTHER"]
@@ -56,15 +57,7 @@ _FUTURE_TYPES = frozenset({"11", "13"})
 _EXCHANGE_PREFERENCE = ("NSE", "BSE", "MCX")
 
 # The ticker whose LTP drives ATM selection, for the index underlyings.
-INDEX_QUOTES = {
-    "NIFTY": "NSE:NIFTY50-INDEX",
-    "BANKNIFTY": "NSE:NIFTYBANK-INDEX",
-    "FINNIFTY": "NSE:FINNIFTY-INDEX",
-    "MIDCPNIFTY": "NSE:MIDCPNIFTY-INDEX",
-    "NIFTYNXT50": "NSE:NIFTYNXT50-INDEX",
-    "SENSEX": "BSE:SENSEX-INDEX",
-    "BANKEX": "BSE:BANKEX-INDEX",
-}
+INDEX_QUOTES = {name: index.quote for name, index in INDICES.items()}
 
 # Other names traders and TradingView use for the same underlyings.
 UNDERLYING_ALIASES = {

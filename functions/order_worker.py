@@ -221,8 +221,7 @@ def _guard_and_place(job: _Job, deps: WorkerDeps) -> None:
                                       holidays=settings.market_holidays)
         if closed:
             return _finish(job, deps, OrderStatus.BLOCKED, "MARKET_CLOSED", closed)
-    if settings.allowed_symbols and alert.underlying not in settings.allowed_symbols \
-            and alert.symbol not in settings.allowed_symbols:
+    if not settings.symbol_allowed(alert.underlying, alert.symbol):
         return _finish(job, deps, OrderStatus.REJECTED, "NOT_ALLOWED", f"{alert.symbol} is not in the allowed symbols.")
     placed_today = deps.store.count_day(ist_day(now), [OrderStatus.PLACED, OrderStatus.UNKNOWN])
     if placed_today >= settings.max_orders_per_day and not dry_run:

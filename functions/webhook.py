@@ -255,8 +255,7 @@ def _secret_location(payload: dict[str, Any], auth_field: str, header_key: str |
 def _check_limits(alert: Alert, settings: Settings, now: datetime) -> None:
     if alert.action != "EXIT" and alert.lots > settings.max_lots_per_alert:
         raise LimitExceeded(f"{alert.lots} lots is above the limit of {settings.max_lots_per_alert} per alert.")
-    allowed = settings.allowed_symbols
-    if allowed and alert.underlying not in allowed and alert.symbol not in allowed:
+    if not settings.symbol_allowed(alert.underlying, alert.symbol):
         raise LimitExceeded(f"{alert.symbol} is not in the allowed symbols.")
     if alert.time is not None:
         age = (now - alert.time).total_seconds()
