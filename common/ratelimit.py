@@ -15,12 +15,15 @@ the delays (proof in :class:`SlidingWindowLimiter`).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
-# How often a caller re-checks when the windows are full of calls still in flight.
+# How often a caller re-checks when the windows are full of calls still in flight, or it is
+# not yet its turn.
 _IN_FLIGHT_POLL = 0.02
 
 
@@ -43,7 +46,10 @@ class SlidingWindowLimiter:
     was admitted: a contradiction.
 
     Sends are also spaced ``1/per_second`` apart, so a burst does not reach Fyers
-    bunched up. Thread-safe; use :meth:`call` around each broker request.
+    bunched up. Callers waiting for a slot take it in ``priority`` order (lowest
+    first; the worker ranks exits before entries, then the oldest signal first),
+    and in arrival order among equals. Thread-safe; use :meth:`call` around each
+    broker request.
     """
 
     def __init__(self, per_second: int, per_minute: int, *, clock: Callable[[], float] = time.monotonic,
@@ -52,6 +58,8 @@ class SlidingWindowLimiter:
         self._answered: list[float] = []  # when each call of the last minute was answered
         self._in_flight = 0
         self._last_send: float | None = None
+        self._waiting: list[tuple[Any, ...]] = []  # a heap of the tickets of callers waiting for a slot
+        self._arrivals = itertools.count()
         self._lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
@@ -73,12 +81,21 @@ class SlidingWindowLimiter:
         return wait
 
     @contextmanager
-    def call(self, max_wait: float) -> Iterator[float]:
+    def call(self, max_wait: float, *, priority: tuple[Any, ...] = ()) -> Iterator[float]:
         """Hold a slot for one broker request, sleeping for it if needed; yields the seconds waited.
 
         Raises :class:`RateLimitBudgetExceeded` if the slot is more than ``max_wait`` away.
         """
-        waited = self._acquire(max_wait)
+        ticket = (*priority, next(self._arrivals))
+        with self._lock:
+            heapq.heappush(self._waiting, ticket)
+        try:
+            waited = self._acquire(max_wait, ticket)
+        finally:
+            with self._lock:
+                if ticket in self._waiting:  # it gave up: let the next one through
+                    self._waiting.remove(ticket)
+                    heapq.heapify(self._waiting)
         try:
             yield waited
         finally:
@@ -86,13 +103,16 @@ class SlidingWindowLimiter:
                 self._in_flight -= 1
                 self._answered.append(self._clock())
 
-    def _acquire(self, max_wait: float) -> float:
+    def _acquire(self, max_wait: float, ticket: tuple[Any, ...]) -> float:
         waited = 0.0
         while True:
             with self._lock:
                 now = self._clock()
                 wait = self._wait_needed(now)
+                if self._waiting[0] != ticket:  # another caller goes first
+                    wait = max(wait, _IN_FLIGHT_POLL)
                 if wait <= 0:
+                    heapq.heappop(self._waiting)
                     self._in_flight += 1
                     self._last_send = now
                     return waited

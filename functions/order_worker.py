@@ -556,7 +556,8 @@ def _call(job: _Job, deps: WorkerDeps, call: Callable[[Trading], T], *, budget: 
     while True:
         remaining = (job.deadline - deps.clock()).total_seconds()
         try:
-            with deps.limiter.call(max_wait=max(0.0, budget if budget is not None else remaining)):
+            with deps.limiter.call(max_wait=max(0.0, budget if budget is not None else remaining),
+                                   priority=_priority(job)):
                 if placement and job.lease_until is not None and deps.clock() >= job.lease_until:
                     raise Retry("This delivery's lease ran out before the order was sent; another delivery owns it.")
                 return call(deps.broker)
@@ -565,6 +566,12 @@ def _call(job: _Job, deps: WorkerDeps, call: Callable[[Trading], T], *, budget: 
                 raise
             log.warning("Fyers rate limit: waiting", extra={"fields": {"retry_after": exc.retry_after}})
             deps.sleep(exc.retry_after)
+
+
+def _priority(job: _Job) -> tuple[int, float]:
+    """Exits and reductions take broker slots before entries; then the oldest signal first."""
+    closing = (job.record.step or {}).get("effect") == "CLOSE"
+    return (0 if closing else 1, job.deadline.timestamp())
 
 
 def _ltp(ticker: str, job: _Job, deps: WorkerDeps) -> float:

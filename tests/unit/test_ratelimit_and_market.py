@@ -91,3 +91,25 @@ OPEN, CLOSE = time(9, 15), time(15, 30)
 def test_market_hours_are_judged_in_ist(moment, closed):
     reason = market_closed_reason(moment, open_at=OPEN, close_at=CLOSE, holidays=["2026-11-24"])
     assert (reason is not None) == closed
+
+
+def test_waiting_exits_take_the_next_slots_before_entries_and_the_oldest_signal_first():
+    import threading
+
+    limiter = SlidingWindowLimiter(4, 100)  # real time: a slot every 250 ms
+    granted: list[str] = []
+    with limiter.call(max_wait=5):
+        pass  # the next slot is 250 ms away: everyone below waits for it
+    callers = {"new entry": (1, 200.0), "old entry": (1, 100.0), "new exit": (0, 300.0), "old exit": (0, 50.0)}
+
+    def take(name: str) -> None:
+        with limiter.call(max_wait=5, priority=callers[name]):
+            granted.append(name)
+
+    threads = [threading.Thread(target=take, args=(name,)) for name in callers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert granted == ["old exit", "new exit", "old entry", "new entry"]
