@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from common import secret_table
 from common.errors import SecretNotFound
 from common.records import IST
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TELEGRAM_TOKEN_SECRET = "TELEGRAM_BOT_TOKEN"
+TELEGRAM_TOKEN_SECRET = secret_table.TELEGRAM_BOT_TOKEN
 TELEGRAM_MAX_CHARS = 4000  # Telegram's limit is 4096 UTF-16 units; emoji take two.
 _MAX_RESPONSE_BYTES = 64 * 1024
 

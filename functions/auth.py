@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
+from common import secret_table
 from common.errors import BrokerError, BrokerRejected, RouterError, TokenDead
 from common.logs import get_logger, log_context
 from common.notify import Notification, NotificationKind, Notifier, Severity
@@ -47,9 +48,9 @@ from common.settings import Settings
 
 log = get_logger("auth")
 
-APP_ID_SECRET = "FYERS_APP_ID"
-APP_SECRET_SECRET = "FYERS_SECRET_KEY"
-OPERATOR_KEY_SECRET = "OPERATOR_KEY"
+APP_ID_SECRET = secret_table.FYERS_APP_ID
+APP_SECRET_SECRET = secret_table.FYERS_SECRET_KEY
+OPERATOR_KEY_SECRET = secret_table.OPERATOR_KEY
 MAX_FORM_BYTES = 4096
 
 _HEADERS = {

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from common import secret_table
 from common.errors import BrokerError, ConfigError, TokenDead
 from common.logs import get_logger
 from common.notify import Notification, NotificationKind, Notifier, Severity
@@ -37,9 +38,9 @@ from common.settings import Settings
 
 log = get_logger("jobs.session")
 
-APP_ID_SECRET = "FYERS_APP_ID"
-APP_SECRET_SECRET = "FYERS_SECRET_KEY"
-PIN_SECRET = "FYERS_PIN"
+APP_ID_SECRET = secret_table.FYERS_APP_ID
+APP_SECRET_SECRET = secret_table.FYERS_SECRET_KEY
+PIN_SECRET = secret_table.FYERS_PIN
 NOTIFY_EVERY = timedelta(hours=1)
 
 
