@@ -167,6 +167,14 @@ class Ledger:
     def all(self) -> list[Position]:
         return [Position.model_validate(d.to_dict()) for d in self._db.collection(POSITIONS).stream(timeout=self._timeout)]
 
+    def trades_of_day(self, day: str) -> list[Trade]:
+        """The trades closed on an IST day (``YYYY-MM-DD``), oldest first."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = self._db.collection(TRADES).where(filter=FieldFilter("day", "==", day))
+        return sorted((Trade.model_validate(d.to_dict()) for d in query.stream(timeout=self._timeout)),
+                      key=lambda trade: trade.closed_at)
+
     def placed(self, record: OrderRecord, *, ticker: str, side: int, quantity: int, effect: str,
                broker_order_id: str | None, now: datetime) -> None:
         """Note an order placed for the strategy: its quantity is in flight until it fills."""

@@ -1,7 +1,10 @@
-"""The operator's command line: orders, one order's story, the switches, test alerts, jobs.
+"""The operator's command line: orders, one order's story, positions and trades, the switches,
+test alerts, jobs.
 
     python -m ops orders [--day YYYY-MM-DD] [--limit N] [--status S[,S]]
     python -m ops show ORDER_ID
+    python -m ops positions              # each strategy's legs, in flight, realised P&L
+    python -m ops trades [--day YYYY-MM-DD]
     python -m ops kill on|off            # on = trading disabled
     python -m ops dry-run on|off
     python -m ops controls
@@ -27,11 +30,13 @@ import subprocess
 import sys
 import warnings
 from datetime import date, datetime, timezone
-from typing import Any, Iterable, Mapping, Sequence, TextIO
+from typing import Any, Collection, Iterable, Mapping, Sequence, TextIO
 
+from common.clock import Clock, wall_clock
 from common.controls import Controls, ControlsReader, write_controls
+from common.ledger import InFlight, Ledger, Position, Trade
 from common.logs import redact
-from common.records import IST, OrderEvent, OrderRecord, OrderStatus, ist_day
+from common.records import IST, OrderEvent, OrderRecord, OrderStatus, ist_day, today_ist
 
 FIRESTORE_TIMEOUT = 10.0
 HTTP_TIMEOUT = 15.0
@@ -39,6 +44,12 @@ IDENTITY_TOKEN_TIMEOUT = 30.0
 
 ORDER_COLUMNS = ("TIME (IST)", "ORDER ID", "STRATEGY", "SYMBOL", "SIDE", "QTY", "STATUS", "BROKER ID", "REASON")
 EVENT_COLUMNS = ("TIME (IST)", "FROM → TO", "REASON", "MESSAGE", "BROKER", "LATENCY", "BY")
+LEG_COLUMNS = ("TICKER", "SIDE", "LOTS", "QTY", "AVG PRICE", "PRODUCT", "OPENED (IST)", "ORDERS")
+FLAT_COLUMNS = ("STRATEGY", "INSTRUMENT", "REALISED P&L", "LAST CHANGE (IST)")
+TRADE_COLUMNS = ("CLOSED (IST)", "STRATEGY", "TICKER", "SIDE", "LOTS", "QTY", "ENTRY", "EXIT", "P&L",
+                 "OPENED (IST)", "EXIT ORDER")
+TOTAL_COLUMNS = ("STRATEGY", "TRADES", "QTY", "P&L")
+NUMBER_COLUMNS = frozenset({"LOTS", "QTY", "AVG PRICE", "ENTRY", "EXIT", "P&L", "REALISED P&L", "TRADES"})
 
 
 class CliError(Exception):
@@ -48,16 +59,19 @@ class CliError(Exception):
 # --- plain-text tables ----------------------------------------------------------------
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], widths: Mapping[str, int] | None = None) -> str:
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], widths: Mapping[str, int] | None = None,
+          *, right: Collection[str] = ()) -> str:
     """An aligned text table. Cells are ``str()``-ed, ``None`` shows as ``-``; a column
-    named in ``widths`` is cut to that many characters (ending in ``…``)."""
+    named in ``widths`` is cut to that many characters (ending in ``…``), and one named
+    in ``right`` (numbers) is right-aligned."""
     limits = widths or {}
     cells = [[_cell(value, limits.get(header)) for header, value in zip(headers, row)] for row in rows]
     sizes = [max([len(header)] + [len(row[i]) for row in cells]) for i, header in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, sizes)).rstrip(),
-             "  ".join("-" * w for w in sizes)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, sizes)).rstrip() for row in cells]
-    return "\n".join(lines)
+
+    def line(texts: Sequence[str]) -> str:
+        return "  ".join(t.rjust(w) if h in right else t.ljust(w) for h, t, w in zip(headers, texts, sizes)).rstrip()
+
+    return "\n".join([line(headers), "  ".join("-" * w for w in sizes)] + [line(row) for row in cells])
 
 
 def _cell(value: Any, limit: int | None) -> str:
@@ -136,6 +150,94 @@ def _field(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value, default=str, ensure_ascii=False, separators=(", ", ": "))
     return str(value)
+
+
+# --- positions and trades -------------------------------------------------------------
+
+
+def money(value: float) -> str:
+    """A P&L as the trader's notifications show it: ``+1,234.00``, ``-500.00``."""
+    return f"{value:+,.2f}"
+
+
+def _price(value: float) -> str:
+    return f"{value:,.2f}"
+
+
+def _lots(lots: int, *, shares: bool = False) -> str:
+    unit = "share" if shares else "lot"
+    return f"{lots} {unit}" + ("s" if lots != 1 else "")
+
+
+def _opened(moment: datetime, day: date) -> str | None:
+    """The time alone on ``day``, with its date otherwise (a position carried over)."""
+    return ist_time(moment, with_date=moment.astimezone(IST).date() != day)
+
+
+def _view(position: Position) -> str:
+    """``long 2 lots`` (``long 10 shares`` for a stock): the strategy's view, in which a long put is short."""
+    if not position.legs:
+        return "flat"
+    exposure = position.exposure
+    if exposure == 0:
+        return "hedged, 0 lots net"
+    shares = all(leg.lot_size == 1 for leg in position.legs)  # a stock's lot is one share
+    return f"{'long' if exposure > 0 else 'short'} {_lots(abs(exposure), shares=shares)}"
+
+
+def positions_report(positions: Sequence[Position], *, today: date) -> str:
+    """Each strategy's position per instrument: its legs, the quantity in flight and the
+    realised P&L so far. Open ones (legs or orders in flight) first, then the flat ones."""
+    ordered = sorted(positions, key=lambda p: (p.strategy, p.instrument))
+    held = [p for p in ordered if p.legs or _in_flight(p)]
+    flat = [p for p in ordered if not (p.legs or _in_flight(p))]
+    blocks = [_position_block(p, today) for p in held] or ["No open positions."]
+    if flat:
+        rows = [(p.strategy, p.instrument, money(p.realised_pnl), ist_time(p.updated_at, with_date=True)) for p in flat]
+        blocks.append("Flat:\n" + table(FLAT_COLUMNS, rows, {"STRATEGY": 24}, right=NUMBER_COLUMNS))
+    blocks.append(f"Realised P&L so far, all strategies: {money(sum(p.realised_pnl for p in positions))}")
+    return "\n\n".join(blocks)
+
+
+def _in_flight(position: Position) -> list[InFlight]:
+    return [item for item in position.in_flight if item.quantity > 0]
+
+
+def _position_block(position: Position, today: date) -> str:
+    heading = f"{position.strategy} · {position.instrument}: {_view(position)}"
+    lines = [f"{heading}, realised P&L so far {money(position.realised_pnl)}"]
+    if position.legs:
+        rows = [(leg.ticker, leg.side, leg.lots, leg.quantity, _price(leg.avg_price), leg.product,
+                 _opened(leg.opened_at, today), _orders(leg.orders)) for leg in position.legs]
+        lines += ["  " + line for line in table(LEG_COLUMNS, rows, right=NUMBER_COLUMNS).splitlines()]
+    for item in _in_flight(position):
+        to = "open" if item.effect == "OPEN" else "close"
+        lines.append(f"  in flight (placed, not filled): {item.side} {item.ticker} x{item.quantity} to {to}, "
+                     f"order {item.order_id}" + (f", Fyers {item.broker_order_id}" if item.broker_order_id else ""))
+    return "\n".join(lines)
+
+
+def _orders(order_ids: Sequence[str], shown: int = 2) -> str:
+    """The orders that built a leg: the first few, then how many more (``show`` tells each)."""
+    more = len(order_ids) - shown
+    return ", ".join(order_ids[:shown]) + (f" (+{more} more)" if more > 0 else "")
+
+
+def trades_report(trades: Sequence[Trade], day: str) -> str:
+    """A day's closed trades in the order they closed, then the P&L per strategy and overall."""
+    on = date.fromisoformat(day)
+    rows = [(ist_time(t.closed_at), t.strategy, t.ticker, t.side, t.lots, t.quantity, _price(t.entry_price),
+             _price(t.exit_price), money(t.realised_pnl), _opened(t.opened_at, on), t.exit_order) for t in trades]
+    per_strategy: dict[str, list[Trade]] = {}
+    for trade in trades:
+        per_strategy.setdefault(trade.strategy, []).append(trade)
+    totals = [(name, len(group), sum(t.quantity for t in group), money(sum(t.realised_pnl for t in group)))
+              for name, group in sorted(per_strategy.items())]
+    totals.append(("all strategies", len(trades), sum(t.quantity for t in trades),
+                   money(sum(t.realised_pnl for t in trades))))
+    return "\n".join([f"Trades closed on {day} (oldest first):",
+                      table(TRADE_COLUMNS, rows, {"STRATEGY": 16}, right=NUMBER_COLUMNS), "",
+                      f"Realised P&L on {day}:", table(TOTAL_COLUMNS, totals, {"STRATEGY": 24}, right=NUMBER_COLUMNS)])
 
 
 # --- switches and state ---------------------------------------------------------------
@@ -249,8 +351,8 @@ def _firestore(args: argparse.Namespace, environ: Mapping[str, str]) -> Any:
     return firestore.Client(project=project)
 
 
-def _cmd_orders(args: argparse.Namespace, db: Any, out: TextIO) -> int:
-    day = args.day or ist_day(datetime.now(timezone.utc))
+def _cmd_orders(args: argparse.Namespace, db: Any, out: TextIO, now: datetime) -> int:
+    day = args.day or ist_day(now)
     records = recent_orders(db, day, statuses=args.status, limit=args.limit)
     if not records:
         wanted = f" with status {','.join(s.value for s in args.status)}" if args.status else ""
@@ -261,7 +363,7 @@ def _cmd_orders(args: argparse.Namespace, db: Any, out: TextIO) -> int:
     return 0
 
 
-def _cmd_show(args: argparse.Namespace, db: Any, out: TextIO) -> int:
+def _cmd_show(args: argparse.Namespace, db: Any, out: TextIO, now: datetime) -> int:
     from common.orders import OrderStore
 
     store = OrderStore(db, timeout=FIRESTORE_TIMEOUT)
@@ -272,12 +374,31 @@ def _cmd_show(args: argparse.Namespace, db: Any, out: TextIO) -> int:
     return 0
 
 
+def _cmd_positions(args: argparse.Namespace, db: Any, out: TextIO, now: datetime) -> int:
+    positions = Ledger(db, timeout=FIRESTORE_TIMEOUT).all()
+    if not positions:
+        print("No positions: the ledger is empty (nothing has filled yet).", file=out)
+        return 0
+    print(positions_report(positions, today=today_ist(now)), file=out)
+    return 0
+
+
+def _cmd_trades(args: argparse.Namespace, db: Any, out: TextIO, now: datetime) -> int:
+    day = args.day or ist_day(now)
+    trades = Ledger(db, timeout=FIRESTORE_TIMEOUT).trades_of_day(day)
+    if not trades:
+        print(f"No trades closed on {day}.", file=out)
+        return 0
+    print(trades_report(trades, day), file=out)
+    return 0
+
+
 def _cmd_switch(field: str):
-    def run(args: argparse.Namespace, db: Any, out: TextIO) -> int:
+    def run(args: argparse.Namespace, db: Any, out: TextIO, now: datetime) -> int:
         value = args.state == "on"
         if field == "trading_enabled":
             value = not value  # kill on = trading off
-        controls = set_control(db, field, value, by=f"ops-cli:{_user()}", now=datetime.now(timezone.utc))
+        controls = set_control(db, field, value, by=f"ops-cli:{_user()}", now=now)
         print(controls_report(controls), file=out)
         print("Workers see the change within CONTROLS_CACHE_SECONDS (5 s by default).", file=out)
         return 0
@@ -285,23 +406,23 @@ def _cmd_switch(field: str):
     return run
 
 
-def _cmd_controls(args: argparse.Namespace, db: Any, out: TextIO) -> int:
+def _cmd_controls(args: argparse.Namespace, db: Any, out: TextIO, now: datetime) -> int:
     print(controls_report(ControlsReader(db, ttl=0, timeout=FIRESTORE_TIMEOUT).get()), file=out)
     return 0
 
 
-def _cmd_session(args: argparse.Namespace, db: Any, out: TextIO) -> int:
+def _cmd_session(args: argparse.Namespace, db: Any, out: TextIO, now: datetime) -> int:
     print(session_report(db), file=out)
     return 0
 
 
-def _cmd_alert(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> int:
+def _cmd_alert(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO, now: datetime) -> int:
     secret = args.secret or environ.get("WEBHOOK_SECRET", "")
     if not secret:
         raise CliError("No secret: pass --secret or export WEBHOOK_SECRET.")
     body = example_alert(secret, symbol=args.symbol, strike=args.strike, option_type=args.type,
                          expiry=args.expiry, lots=args.lots, action=args.action, dry_run=args.dry_run,
-                         strategy=args.strategy)
+                         strategy=args.strategy, now=now)
     status, answer = post_json(args.url, body)
     print(f"HTTP {status} {json.dumps(answer) if not isinstance(answer, str) else answer.strip()[:500]}", file=out)
     if isinstance(answer, dict) and answer.get("order_id"):
@@ -309,7 +430,7 @@ def _cmd_alert(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO
     return 0 if 200 <= status < 300 else 1
 
 
-def _cmd_job(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> int:
+def _cmd_job(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO, now: datetime) -> int:
     token = identity_token(args.identity_token, args.url)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     separator = "&" if "?" in args.url else "?"
@@ -356,6 +477,10 @@ def _parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="one order with its events")
     show.add_argument("order_id")
 
+    sub.add_parser("positions", help="each strategy's open legs, quantity in flight and realised P&L")
+    trades = sub.add_parser("trades", help="a day's closed trades with their P&L, per strategy and overall")
+    trades.add_argument("--day", type=_day, help="IST day, YYYY-MM-DD (default: today)")
+
     kill = sub.add_parser("kill", help="kill switch: on = trading disabled")
     kill.add_argument("state", choices=("on", "off"))
     dry = sub.add_parser("dry-run", help="on = broker requests recorded, never sent")
@@ -385,15 +510,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _FIRESTORE_COMMANDS = {
-    "orders": _cmd_orders, "show": _cmd_show, "kill": _cmd_switch("trading_enabled"),
+    "orders": _cmd_orders, "show": _cmd_show, "positions": _cmd_positions, "trades": _cmd_trades,
+    "kill": _cmd_switch("trading_enabled"),
     "dry-run": _cmd_switch("dry_run"), "controls": _cmd_controls, "session": _cmd_session,
 }
 _HTTP_COMMANDS = {"alert": _cmd_alert, "job": _cmd_job}
 
 
 def main(argv: list[str] | None = None, *, environ: Mapping[str, str] | None = None,
-         out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Run one command; returns the exit status."""
+         out: TextIO | None = None, err: TextIO | None = None, clock: Clock = wall_clock) -> int:
+    """Run one command; returns the exit status. ``clock`` says what "today" is."""
     out = out or sys.stdout
     err = err or sys.stderr
     env = os.environ if environ is None else environ
@@ -402,8 +528,8 @@ def main(argv: list[str] | None = None, *, environ: Mapping[str, str] | None = N
     args = _parser().parse_args(argv)
     try:
         if args.command in _HTTP_COMMANDS:
-            return _HTTP_COMMANDS[args.command](args, env, out)
-        return _FIRESTORE_COMMANDS[args.command](args, _firestore(args, env), out)
+            return _HTTP_COMMANDS[args.command](args, env, out, clock())
+        return _FIRESTORE_COMMANDS[args.command](args, _firestore(args, env), out, clock())
     except CliError as exc:
         print(f"error: {exc}", file=err)
         return 1

@@ -1,7 +1,8 @@
 """The operator CLI (``python -m ops``), against the Firestore emulator and tiny local HTTP servers.
 
-Orders and events are written as the webhook and worker write them; the CLI's
-output is read as the operator would read it.
+Orders and events are written as the webhook and worker write them, positions and
+trades through the ledger as the worker's fills write them; the CLI's output is read
+as the operator would read it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Iterator
 import pytest
 
 from common.controls import CONTROLS_DOC, Controls, write_controls
+from common.ledger import Ledger
 from common.records import (
     EVENTS,
     IST,
@@ -42,9 +44,10 @@ NOW = datetime.now(timezone.utc).replace(microsecond=0)
 MORNING = datetime.combine(today_ist(NOW), time(10, 0), IST)
 
 
-def run(*argv: str, project: str) -> tuple[int, str, str]:
+def run(*argv: str, project: str, now: datetime | None = None) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    status = main(list(argv), environ={"GOOGLE_CLOUD_PROJECT": project}, out=out, err=err)
+    clock = (lambda: now) if now else (lambda: datetime.now(timezone.utc))
+    status = main(list(argv), environ={"GOOGLE_CLOUD_PROJECT": project}, out=out, err=err, clock=clock)
     return status, out.getvalue(), err.getvalue()
 
 
@@ -149,6 +152,164 @@ def test_show_prints_the_order_fields_and_its_events_in_order(orders, gcp_projec
 def test_show_of_an_unknown_order_fails_with_one_line(orders, gcp_project):
     status, out, err = run("show", "tv-nope", project=gcp_project)
     assert status == 1 and out == "" and err.strip() == "error: No order tv-nope."
+
+
+# --- positions and trades ------------------------------------------------------------
+
+# A fixed trading day: the CLI's "today" comes from the clock it is given.
+DAY = datetime(2026, 11, 23, 15, 45, tzinfo=IST)
+CE = "NSE:NIFTY26NOV24500CE"
+PE = "NSE:BANKNIFTY26NOV52000PE"
+SBIN = "NSE:SBIN-EQ"
+
+
+def fill(ledger: Ledger, order_id: str, *, strategy: str, ticker: str, side: int, qty: int, price: float,
+         at: datetime, lot_size: int = 65, kind: str = "CE", underlying: str = "NIFTY",
+         product: str = "INTRADAY") -> None:
+    """One order filled in full at ``price``, as the worker's read of the book tells the ledger."""
+    ledger.filled(ledger_order(order_id, strategy=strategy, ticker=ticker, side=side, qty=qty, at=at,
+                               lot_size=lot_size, kind=kind, underlying=underlying, product=product),
+                  filled_qty=qty, avg_price=price, final=True, now=at)
+
+
+def ledger_order(order_id: str, *, strategy: str, ticker: str, side: int, qty: int, at: datetime,
+                 lot_size: int = 65, kind: str = "CE", underlying: str = "NIFTY",
+                 product: str = "INTRADAY") -> OrderRecord:
+    return OrderRecord(
+        order_id=order_id, status=OrderStatus.PLACED, strategy=strategy, action="BUY" if side == 1 else "SELL",
+        symbol=underlying, lots=qty // lot_size, product=product, order_type="MARKET", idempotency_key=f"k-{order_id}",
+        key_source="time", received_at=at, created_at=at, created_day=ist_day(at), updated_at=at,
+        contract=Contract(ticker=ticker, underlying=underlying, kind=kind, lot_size=lot_size, tick_size=0.05),
+        quantity=qty, broker_request={"symbol": ticker, "qty": qty, "side": side})
+
+
+@pytest.fixture
+def ledger(firestore_db, clean_firestore) -> Ledger:
+    """Three strategies, as their fills left them on DAY:
+
+    * nifty-orb bought 2 lots of the 24500 call at 101, sold one at 130.50 (+1,917.50), and
+      has a SELL of the other lot placed, not yet filled;
+    * bank-short sold the BANKNIFTY 52000 put at 210 and bought it back at 250 (-1,200.00): flat;
+    * sbin-swing bought 20 SBIN yesterday at 800 and sold 10 at 805 (+50.00) the same day.
+    """
+    ledger = Ledger(firestore_db, timeout=5)
+    today, yesterday = DAY.replace(hour=9, minute=20), DAY.replace(hour=14, minute=0) - timedelta(days=1)
+    fill(ledger, "tv-orb-1", strategy="nifty-orb", ticker=CE, side=1, qty=130, price=101.0, at=today)
+    fill(ledger, "tv-orb-2", strategy="nifty-orb", ticker=CE, side=-1, qty=65, price=130.5,
+         at=today + timedelta(minutes=45))
+    ledger.placed(ledger_order("tv-orb-3", strategy="nifty-orb", ticker=CE, side=-1, qty=65,
+                               at=today + timedelta(hours=2)),
+                  ticker=CE, side=-1, quantity=65, effect="CLOSE", broker_order_id="26112300000099",
+                  now=today + timedelta(hours=2))
+    bank = {"strategy": "bank-short", "ticker": PE, "lot_size": 30, "kind": "PE", "underlying": "BANKNIFTY"}
+    fill(ledger, "tv-bank-1", side=-1, qty=30, price=210.0, at=today + timedelta(minutes=10), **bank)
+    fill(ledger, "tv-bank-2", side=1, qty=30, price=250.0, at=today + timedelta(minutes=100), **bank)
+    sbin = {"strategy": "sbin-swing", "ticker": SBIN, "lot_size": 1, "kind": "EQ", "underlying": "SBIN",
+            "product": "CNC"}
+    fill(ledger, "tv-sbin-1", side=1, qty=20, price=800.0, at=yesterday, **sbin)
+    fill(ledger, "tv-sbin-2", side=-1, qty=10, price=805.0, at=yesterday + timedelta(hours=1), **sbin)
+    return ledger
+
+
+def block(output: str, heading: str) -> list[str]:
+    """The lines of the output's block (blank-line separated) that starts with ``heading``."""
+    [found] = [part for part in output.split("\n\n") if part.startswith(heading)]
+    return found.splitlines()
+
+
+def test_positions_shows_each_strategys_legs_what_is_in_flight_and_the_realised_pnl(ledger, gcp_project):
+    status, out, _ = run("positions", project=gcp_project, now=DAY)
+
+    assert status == 0
+    orb = block(out, "nifty-orb · NIFTY")
+    assert orb[0] == "nifty-orb · NIFTY: long 1 lot, realised P&L so far +1,917.50"
+    assert orb[1].split() == ["TICKER", "SIDE", "LOTS", "QTY", "AVG", "PRICE", "PRODUCT", "OPENED", "(IST)", "ORDERS"]
+    assert orb[3].split() == [CE, "LONG", "1", "65", "101.00", "INTRADAY", "09:20:00", "tv-orb-1"]
+    assert orb[4] == (f"  in flight (placed, not filled): SELL {CE} x65 to close, order tv-orb-3, "
+                      "Fyers 26112300000099")
+    sbin = block(out, "sbin-swing · NSE:SBIN-EQ")
+    assert sbin[0] == "sbin-swing · NSE:SBIN-EQ: long 10 shares, realised P&L so far +50.00"
+    assert sbin[3].split() == [SBIN, "LONG", "10", "10", "800.00", "CNC", "2026-11-22", "14:00:00", "tv-sbin-1"]
+    assert out.strip().endswith("Realised P&L so far, all strategies: +767.50")
+
+
+def test_positions_lists_flat_strategies_apart_with_their_realised_pnl(ledger, gcp_project):
+    _, out, _ = run("positions", project=gcp_project, now=DAY)
+
+    flat = block(out, "Flat:")
+    assert flat[1].split() == ["STRATEGY", "INSTRUMENT", "REALISED", "P&L", "LAST", "CHANGE", "(IST)"]
+    assert flat[3].split() == ["bank-short", "BANKNIFTY", "-1,200.00", "2026-11-23", "11:00:00"]
+    assert "bank-short · BANKNIFTY" not in out  # no legs to list
+
+
+def test_positions_of_a_short_put_seller_show_a_long_view(firestore_db, clean_firestore, gcp_project):
+    ledger = Ledger(firestore_db, timeout=5)
+    fill(ledger, "tv-sell-1", strategy="put-seller", ticker=PE, side=-1, qty=60, price=210.0, at=DAY,
+         lot_size=30, kind="PE", underlying="BANKNIFTY")
+
+    _, out, _ = run("positions", project=gcp_project, now=DAY)
+
+    lines = block(out, "put-seller")
+    assert lines[0].startswith("put-seller · BANKNIFTY: long 2 lots,")  # a short put is a long view
+    assert lines[3].split()[:4] == [PE, "SHORT", "2", "60"]
+    assert out.startswith("put-seller") and "Flat:" not in out
+
+
+def test_an_entry_placed_and_not_yet_filled_shows_as_flat_with_its_quantity_in_flight(
+        firestore_db, clean_firestore, gcp_project):
+    Ledger(firestore_db, timeout=5).placed(
+        ledger_order("tv-new-1", strategy="fresh", ticker=CE, side=1, qty=130, at=DAY),
+        ticker=CE, side=1, quantity=130, effect="OPEN", broker_order_id="26112300000100", now=DAY)
+
+    _, out, _ = run("positions", project=gcp_project, now=DAY)
+
+    assert block(out, "fresh")[:2] == [
+        "fresh · NIFTY: flat, realised P&L so far +0.00",
+        f"  in flight (placed, not filled): BUY {CE} x130 to open, order tv-new-1, Fyers 26112300000100"]
+
+
+def test_positions_with_an_empty_ledger_says_so(clean_firestore, gcp_project):
+    status, out, _ = run("positions", project=gcp_project, now=DAY)
+    assert status == 0 and out.strip() == "No positions: the ledger is empty (nothing has filled yet)."
+
+
+def test_trades_lists_todays_closed_trades_oldest_first_with_totals_per_strategy(ledger, gcp_project):
+    status, out, _ = run("trades", project=gcp_project, now=DAY)
+
+    assert status == 0
+    assert out.startswith("Trades closed on 2026-11-23 (oldest first):")
+    orb, bank = rows(out.split("\n\n")[0])
+    assert orb.split() == ["10:05:00", "nifty-orb", CE, "LONG", "1", "65", "101.00", "130.50", "+1,917.50",
+                           "09:20:00", "tv-orb-2"]
+    assert bank.split() == ["11:00:00", "bank-short", PE, "SHORT", "1", "30", "210.00", "250.00", "-1,200.00",
+                            "09:30:00", "tv-bank-2"]
+    totals = out.split("Realised P&L on 2026-11-23:\n")[1]
+    assert [row.split() for row in rows(totals)] == [
+        ["bank-short", "1", "30", "-1,200.00"], ["nifty-orb", "1", "65", "+1,917.50"],
+        ["all", "strategies", "2", "95", "+717.50"]]
+    assert "sbin" not in out  # closed yesterday
+
+
+def test_trades_numbers_are_right_aligned_under_their_headings(ledger, gcp_project):
+    _, out, _ = run("trades", project=gcp_project, now=DAY)
+    header, _, orb, bank = out.splitlines()[1:5]
+    pnl_end = header.index("P&L") + len("P&L")
+    assert orb[:pnl_end].endswith("+1,917.50") and bank[:pnl_end].endswith("-1,200.00")
+
+
+def test_trades_of_another_day_by_flag_or_by_the_clock(ledger, gcp_project):
+    _, by_flag, _ = run("trades", "--day", "2026-11-22", project=gcp_project, now=DAY)
+    _, by_clock, _ = run("trades", project=gcp_project, now=DAY - timedelta(days=1))
+
+    assert by_flag == by_clock
+    [sbin] = rows(by_flag.split("\n\n")[0])
+    assert sbin.split() == ["15:00:00", "sbin-swing", SBIN, "LONG", "10", "10", "800.00", "805.00", "+50.00",
+                            "14:00:00", "tv-sbin-2"]
+
+
+def test_trades_on_a_day_without_trades_says_so(ledger, gcp_project):
+    status, out, _ = run("trades", "--day", "2026-11-20", project=gcp_project, now=DAY)
+    assert status == 0 and out.strip() == "No trades closed on 2026-11-20."
 
 
 # --- switches and state ----------------------------------------------------------------
