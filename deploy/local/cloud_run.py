@@ -14,8 +14,8 @@ for a moment in a pending queue while an instance frees up, where this answers 4
 once; and the local process is one instance however many are allowed, so its
 ``concurrency x max_instances`` requests run in one process.
 
-:data:`WORKER` is the order worker's shape exactly as ``deploy/deploy.sh`` deploys it
-by default (``tests/deploy`` checks that the two agree).
+:data:`WORKER` and :data:`WEBHOOK` are those functions' shapes exactly as
+``deploy/deploy.sh`` deploys them by default (``tests/deploy`` checks that they agree).
 
 Run: ``python -m deploy.local.cloud_run --target=NAME --source=main.py
 --signature-type=TYPE --host=H --port=P --concurrency=N --max-instances=M``.
@@ -24,6 +24,7 @@ Run: ``python -m deploy.local.cloud_run --target=NAME --source=main.py
 from __future__ import annotations
 
 import argparse
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -45,8 +46,9 @@ class Shape:
         return self.concurrency * self.max_instances
 
 
-# The order worker, as deploy.sh deploys it (docs/deploy.md says why these numbers).
+# As deploy.sh deploys them by default (docs/deploy.md says why these numbers).
 WORKER = Shape(concurrency=200, max_instances=1, timeout=180)
+WEBHOOK = Shape(concurrency=8, max_instances=10, timeout=30)
 
 
 class Admission:
@@ -106,6 +108,8 @@ def serve(app: Any, host: str, port: int) -> Any:
     """A threaded server for ``app`` (a thread per connection: admission is the only limit)."""
     from werkzeug.serving import make_server
 
+    # An access line per request would drown the function's own logs.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     return make_server(host, port, app, threaded=True)
 
 

@@ -119,6 +119,11 @@ class PushDelivery:
         self._subscriber.close()
         self._publisher.transport.close()
 
+    def outstanding(self) -> int:
+        """Messages received and neither acked nor dead-lettered yet."""
+        with self._lock:
+            return sum(thread.is_alive() for thread in self._threads)
+
     def statuses(self) -> dict[int, int]:
         """How many pushes got each answer (0: none within the ack deadline, or no connection)."""
         counts: dict[int, int] = {}

@@ -1,83 +1,161 @@
-"""Benchmark: alert-to-broker latency through the local pipeline.
+"""Benchmark workloads through the whole local pipeline, judged by the simulator's log.
 
-From the moment the webhook receives a TradingView POST to the moment the Fyers
-simulator receives the order (``POST /orders/sync``), through Firestore, the
-Pub/Sub emulator's push subscription, ``main.order_worker`` over HTTP, the
-symbol master, an index quote for ATM and the real SDK.
+Alerts are POSTed over HTTP to the webhook, each on a new connection as TradingView
+sends them; the worker runs as Cloud Run will (its concurrency, 429 beyond) behind
+push delivery with the trigger's retry and dead-letter policy (tests/pipeline.py).
 
-Run: ``python -m tests.bench.bench_pipeline [--alerts 20]``.
+For each workload: placed, expired and dead-lettered; alert -> broker (the webhook's
+POST sent, to the simulator's log of the order's placement) p50/p95/p99; the most
+broker requests the simulator saw in any 1 s and any 60 s window (its own clock);
+broker requests per placed order; the simulator's 429s; the worker's 429s.
+Run by ``python -m tests.bench.run``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import tempfile
+import threading
 import time
-from datetime import date, datetime, timezone
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
 
-from tests.bench.emulated import create_topics, emulated_project, percentiles
-from tests.pipeline import local_pipeline
+import requests
 
-APP_ID = "BENCHAPP01-100"
+from tests.bench.emulated import percentiles
+
 SECRET = "bench-secret"
+HTTP_TIMEOUT = 10.0
+# After the last alert, how long its order may take at most: the age limit, an unclear
+# placement's landing bound, and the book reads.
+SETTLE_SECONDS = 100.0
+TERMINAL = {"PLACED", "REJECTED", "FAILED", "BLOCKED", "EXPIRED", "DRY_RUN"}
+AUTH_PATHS = ("/generate-authcode", "/validate-authcode", "/validate-refresh-token")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--alerts", type=int, default=20)
-    args = parser.parse_args()
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    alerts: int
+    per_second: float | None  # None: all at once
 
-    from google.cloud import firestore
 
-    from deploy.local.fyers_simulator import FyersSimulator
-    from deploy.local.mastergen import generate_masters
+WORKLOADS = (Workload("burst of 150", 150, None), Workload("2 a second for 2 minutes", 240, 2.0),
+             Workload("10 a second for 10 seconds", 100, 10.0))
+BURST_SENDERS = 50  # connections at once for a burst
 
-    today = datetime.now(timezone.utc).date()
-    masters = generate_masters(date(today.year, today.month, today.day))
-    sim = FyersSimulator(masters=list(masters.values()), apps={APP_ID: "bench-app-secret"}).start()
-    sim.set_price("NSE:NIFTY50-INDEX", 24512.0)
+
+def alert(tag: str, **extra: Any) -> str:
+    """A distinct NIFTY weekly ATM call, 1 lot, timed now."""
+    return json.dumps({"secret": SECRET, "action": "buy", "symbol": "NIFTY", "expiry": "WEEKLY", "strike": "ATM",
+                       "optionType": "CE", "lots": 1, "strategy": tag,
+                       "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), **extra})
+
+
+def send(url: str, body: str) -> tuple[datetime, int, dict]:
+    """POST one alert on a new connection: (when sent, status, answer)."""
+    sent = datetime.now(timezone.utc)
+    answer = requests.post(url, data=body, headers={"Content-Type": "text/plain"}, timeout=HTTP_TIMEOUT)
     try:
-        with emulated_project() as project:
-            create_topics(project, "orders", "notifications")
-            env = {"WEBHOOK_SECRET": SECRET, "ENFORCE_MARKET_HOURS": "false", "LOG_LEVEL": "WARNING"}
-            with local_pipeline(project=project, db=firestore.Client(project=project), sim=sim, app_id=APP_ID,
-                                masters=masters, artifacts=Path(tempfile.mkdtemp()), orders_topic="orders",
-                                env=env) as webhook:
-                latencies = run(webhook, sim, args.alerts)
-    finally:
-        sim.stop()
-    stats = percentiles(latencies)
-    print(f"alert -> Fyers order request, {len(latencies)} alerts, one at a time:")
-    for name, value in stats.items():
-        print(f"  {name:>4}: {value * 1000:7.1f} ms")
+        return sent, answer.status_code, answer.json()
+    except ValueError:
+        return sent, answer.status_code, {}
 
 
-def run(webhook, sim, alerts: int) -> list[float]:
-    latencies = []
-    for n in range(-1, alerts):  # the first alert warms the worker's clients and is not counted
-        body = json.dumps({"secret": SECRET, "action": "buy", "symbol": "NIFTY", "expiry": "WEEKLY",
-                           "strike": "ATM", "optionType": "CE", "lots": 1, "strategy": f"bench-{n}",
-                           "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
-        sent = datetime.now(timezone.utc)
-        answer = webhook.post("/", data=body, content_type="application/json")
-        order_id = answer.get_json()["order_id"]
-        arrived = wait_for_order(sim, order_id)
-        if n >= 0:
-            latencies.append((arrived - sent).total_seconds())
-    return latencies
-
-
-def wait_for_order(sim, order_id: str, timeout: float = 30) -> datetime:
-    deadline = time.monotonic() + timeout
+def run(workload: Workload, *, webhook_url: str, sim: Any, delivery: Any, admission: Any,
+        statuses: Callable[[list[str]], dict[str, str]]) -> dict[str, Any]:
+    """Send the workload, wait for its orders to settle, and measure it."""
+    attempts_before, refused_before = len(delivery.attempts), admission.stats()["refused"]
+    dead_before, log_before = len(delivery.dead_lettered), len(sim.requests)
+    tag = workload.name.split()[0] + f"-{time.monotonic_ns()}"
+    bodies = [alert(f"{tag}-{n}") for n in range(workload.alerts)]
+    started = time.monotonic()
+    if workload.per_second is None:
+        with ThreadPoolExecutor(max_workers=BURST_SENDERS) as pool:
+            answers = list(pool.map(lambda body: send(webhook_url, body), bodies))
+    else:
+        answers = _paced(webhook_url, bodies, workload.per_second)
+    send_seconds = time.monotonic() - started
+    accepted = {a[2]["order_id"]: a[0] for a in answers if a[1] == 200 and a[2].get("status") == "accepted"}
+    deadline = time.monotonic() + SETTLE_SECONDS
+    outcome: dict[str, str] = {}
     while time.monotonic() < deadline:
-        for entry in sim.requests:
-            if entry["path"].endswith("/orders/sync") and (entry.get("body") or {}).get("orderTag") == order_id:
-                return datetime.fromisoformat(entry["time"])
-        time.sleep(0.005)
-    raise TimeoutError(f"order {order_id} never reached the simulator")
+        outcome = statuses(list(accepted))
+        if all(outcome.get(order_id) in TERMINAL for order_id in accepted) and delivery.outstanding() == 0:
+            break
+        time.sleep(1.0)
+    log = sim.requests[log_before:]
+    broker = [e for e in log if not e["path"].endswith(AUTH_PATHS)]
+    times = sorted(datetime.fromisoformat(e["time"]).timestamp() for e in broker)
+    placed_at = _placements(broker)
+    latencies = [(placed_at[o] - sent).total_seconds() for o, sent in accepted.items() if o in placed_at]
+    counts: dict[str, int] = {}
+    for order_id in accepted:
+        status = outcome.get(order_id, "NOT SETTLED")
+        counts[status] = counts.get(status, 0) + 1
+    placed = counts.get("PLACED", 0)
+    pushes = delivery.attempts[attempts_before:]
+    return {
+        "workload": workload.name, "alerts": workload.alerts, "send_seconds": round(send_seconds, 2),
+        "accepted": len(accepted), "webhook_refusals": sum(1 for a in answers if a[1] != 200),
+        "placed": placed, "expired": counts.get("EXPIRED", 0),
+        "dead_lettered": len(delivery.dead_lettered) - dead_before, "outcomes": counts,
+        "alert_to_broker_s": {k: round(v, 3) for k, v in percentiles(latencies).items()} if latencies else None,
+        "broker_requests": len(broker), "max_broker_requests_1s": _most_within(times, 1.0),
+        "max_broker_requests_60s": _most_within(times, 60.0),
+        "broker_requests_per_placed": round(len(broker) / placed, 2) if placed else None,
+        "broker_requests_by_path": _by_path(broker),
+        "simulator_429s": sum(1 for e in broker if e["status"] == 429),
+        "worker_429s": admission.stats()["refused"] - refused_before,
+        "pushes": len(pushes), "redeliveries": sum(1 for p in pushes if p.number > 1),
+    }
 
 
-if __name__ == "__main__":
-    main()
+def _paced(url: str, bodies: list[str], per_second: float) -> list[tuple[datetime, int, dict]]:
+    """Send one every ``1/per_second`` s on schedule, each from its own thread."""
+    results: list[Any] = [None] * len(bodies)
+    threads = []
+    start = time.monotonic()
+    for n, body in enumerate(bodies):
+        time.sleep(max(0.0, start + n / per_second - time.monotonic()))
+
+        def one(n: int = n, body: str = body) -> None:
+            results[n] = send(url, body)
+
+        thread = threading.Thread(target=one)
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def _placements(log: list[dict]) -> dict[str, datetime]:
+    """Order id -> when the simulator first logged its placement (orderTag ``N:<order id>``)."""
+    placed: dict[str, datetime] = {}
+    for entry in log:
+        if entry["method"] == "POST" and "/orders" in entry["path"]:
+            tag = str((entry.get("body") or {}).get("orderTag") or "")
+            order_id = tag.split(":", 1)[-1]
+            if order_id and order_id not in placed:
+                placed[order_id] = datetime.fromisoformat(entry["time"])
+    return placed
+
+
+def _most_within(times: list[float], window: float) -> int:
+    """The most of ``times`` (sorted) in any half-open window of ``window`` seconds."""
+    most, first = 0, 0
+    for last, t in enumerate(times):
+        while t - times[first] >= window:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
+def _by_path(log: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for entry in log:
+        key = f"{entry['method']} {entry['path']}"
+        counts[key] = counts.get(key, 0) + 1
+    return counts

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from common import secret_table
-from deploy.local.cloud_run import WORKER
+from deploy.local.cloud_run import WEBHOOK, WORKER
 from deploy.local.pubsub_push import WORKER_TRIGGER
 
 REPO = Path(__file__).resolve().parents[2]
@@ -460,8 +460,8 @@ def test_a_real_run_on_an_empty_project_creates_everything_in_a_valid_order(depl
 
 
 def test_the_worker_is_deployed_by_default_with_the_shape_the_local_stack_runs(make_cloud):
-    """deploy/local/cloud_run.py's WORKER and pubsub_push.py's WORKER_TRIGGER are what a
-    config without worker keys deploys: local bursts meet the deployed limits."""
+    """deploy/local/cloud_run.py's WORKER (and WEBHOOK) and pubsub_push.py's WORKER_TRIGGER are
+    what a config without those keys deploys: local bursts meet the deployed limits."""
     cloud = make_cloud(config=f"PROJECT={PROJECT}\n")
     result = cloud.deploy("--dry-run")
     assert result.returncode == 0, result.stderr
@@ -476,6 +476,9 @@ def test_the_worker_is_deployed_by_default_with_the_shape_the_local_stack_runs(m
         f"{WORKER_TRIGGER.min_backoff:g}s", f"{WORKER_TRIGGER.max_backoff:g}s")
     assert flag(update, "ack-deadline") == f"{WORKER_TRIGGER.ack_deadline:g}"
     assert WORKER_TRIGGER.ack_deadline > WORKER.timeout
+    webhook = next(c for c in starting(plan, "functions", "deploy") if c[2] == "webhook")
+    assert (flag(webhook, "concurrency"), flag(webhook, "max-instances"), flag(webhook, "timeout")) == (
+        str(WEBHOOK.concurrency), str(WEBHOOK.max_instances), f"{WEBHOOK.timeout}s")
 
 
 def test_the_longest_worker_timeout_gets_pub_subs_longest_ack_deadline(make_cloud):
