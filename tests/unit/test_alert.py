@@ -70,18 +70,32 @@ RENDERED = {"strategy.order.action": "sell", "strategy.order.contracts": "2", "t
             "strategy.order.id": "Long"}
 
 
-def readme_templates() -> list[str]:
+# A long-short strategy's moments, as the position placeholders render them: a reduction, a
+# close to flat, a reversal to short.
+MOMENTS = [("long", "1", "long", "2"), ("flat", "0", "long", "1"), ("short", "2", "long", "1")]
+
+
+def readme_templates(rendered: dict[str, str] | None = None) -> list[str]:
+    values = {**RENDERED, **(rendered or {})}
     text = README.read_text()
-    rendered = re.sub(r"\{\{([^{}]+)\}\}", lambda m: RENDERED.get(m.group(1), m.group(0)), text)
+    rendered_text = re.sub(r"\{\{([^{}]+)\}\}", lambda m: values.get(m.group(1), m.group(0)), text)
     decoder = json.JSONDecoder()
-    return [json.dumps(decoder.raw_decode(rendered, m.start())[0]) for m in re.finditer(r'\{"secret"', rendered)]
+    return [json.dumps(decoder.raw_decode(rendered_text, m.start())[0])
+            for m in re.finditer(r'\{"secret"', rendered_text)]
 
 
-def test_every_readme_template_renders_to_a_valid_alert():
-    templates = readme_templates()
+@pytest.mark.parametrize("position, size, prev, prev_size", MOMENTS)
+def test_every_readme_template_renders_to_a_valid_alert(position, size, prev, prev_size):
+    templates = readme_templates({"strategy.market_position": position, "strategy.market_position_size": size,
+                                  "strategy.prev_market_position": prev, "strategy.prev_market_position_size": prev_size})
     assert len(templates) >= 5
     for template in templates:
         parse_alert(json.loads(template))
+
+
+def test_the_readmes_option_selling_template_is_the_option_buying_one_with_options_sell():
+    [buying] = [t for t in map(json.loads, readme_templates()) if t.get("options") == "buy"]
+    assert parse_alert({**buying, "options": "sell"}).options == "sell"
 
 
 def test_free_text_belongs_under_comment_and_travels_with_the_order():
