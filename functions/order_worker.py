@@ -26,7 +26,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, TypeVar
 
@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from common.alert import Alert
 from common.breaker import CircuitBreaker
-from common.broker.models import OrderRequest, PlaceResult
+from common.broker.models import BrokerOrder, OrderRequest, PlaceResult
 from common.broker.ports import Trading
 from common.controls import ControlsReader
 from common.errors import (
@@ -48,17 +48,32 @@ from common.errors import (
     StoreUnavailable,
     TokenDead,
 )
+from common.intent import (
+    Step,
+    derive,
+    instrument_of_alert,
+    names_one_contract,
+    step_alert,
+)
+from common.ledger import Ledger, Position
 from common.logs import get_logger, log_context
 from common.market import market_closed_reason
 from common.notify import Notification, NotificationKind, Severity
 from common.orders import Claim, OrderStore, queued_record
-from common.intent import Step, derive, instrument_of_alert, names_one_contract, step_alert
-from common.ledger import Ledger, Position
 from common.outcome import Book, BookView, Outcomes, describe, signal_deadline
 from common.placement import Plan, plan_order
 from common.ratelimit import RateLimitBudgetExceeded, SlidingWindowLimiter
-from common.records import IST, OrderCommand, OrderEvent, OrderRecord, OrderStatus, ist_day, today_ist
+from common.records import (
+    IST,
+    OrderCommand,
+    OrderEvent,
+    OrderRecord,
+    OrderStatus,
+    ist_day,
+    today_ist,
+)
 from common.settings import Settings
+from common.shared_reads import QuoteCache, SharedBook
 
 log = get_logger("order_worker")
 
@@ -94,7 +109,11 @@ class WorkerDeps:
     worker_id: str
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     sleep: Callable[[float], None] = time.sleep
-    read_back_delay: float = 0.3  # Fyers' RMS answers within a few hundred ms
+    # Reads shared by the deliveries in flight in this instance (common/shared_reads.py): a
+    # quote serves for a second, and one book read serves the orders placed within a second
+    # of each other (Fyers' RMS answers within a few hundred ms).
+    quotes: QuoteCache = field(default_factory=lambda: QuoteCache(ttl=1.0))
+    book: SharedBook[list[BrokerOrder]] = field(default_factory=lambda: SharedBook(gather=1.0))
 
 
 @dataclass
@@ -406,13 +425,13 @@ def _placed(job: _Job, result: PlaceResult, request: OrderRequest, deps: WorkerD
 
 
 def _read_back(job: _Job, record: OrderRecord, deps: WorkerDeps) -> None:
-    """Read the order once, briefly, to catch an immediate RMS rejection (book status 5)."""
-    deps.sleep(deps.read_back_delay)
+    """Catch an immediate RMS rejection (book status 5) and count the fills, from one read of
+    the book shared with the other orders placed meanwhile. A clear placement needs no more."""
     try:
-        order = _call(job, deps, lambda broker: broker.order_by_id(record.broker_order_id or ""), budget=5.0)
+        rows = deps.book.read(lambda: _call(job, deps, lambda broker: broker.orders(), budget=5.0), timeout=10.0)
     except (BrokerError, RateLimitBudgetExceeded):
         return  # the scheduler's reconcile job will read it later
-    if order is not None and (view := BookView.of([order])) is not None:
+    if (view := Book(rows).view(record)) is not None:
         job.outcomes.apply_book(record, view, OrderStatus.PLACED)
 
 
@@ -575,6 +594,11 @@ def _priority(job: _Job) -> tuple[int, float]:
 
 
 def _ltp(ticker: str, job: _Job, deps: WorkerDeps) -> float:
+    """The last price, shared with the other deliveries asking for it (one quote a second)."""
+    return deps.quotes.ltp(ticker, lambda wanted: _quote(wanted, job, deps))
+
+
+def _quote(ticker: str, job: _Job, deps: WorkerDeps) -> float:
     quotes = _call(job, deps, lambda broker: broker.quotes([ticker]))
     if ticker not in quotes or quotes[ticker].ltp <= 0:
         raise BrokerTransient(f"No last price for {ticker} from Fyers.")

@@ -1,0 +1,107 @@
+"""Broker reads shared by the deliveries in flight in one worker instance.
+
+Fyers allows 200 requests a minute, and the placement itself is the one request an
+order cannot do without. So the reads around it are shared:
+
+* :class:`QuoteCache`: a last price is reused for ``ttl`` seconds, and concurrent
+  askers for the same ticker wait for one request: a burst of NIFTY alerts costs
+  one quote of the index per second, not one per alert.
+* :class:`SharedBook`: after placing, an order's fills and an asynchronous RMS
+  rejection are read from one read of the whole order book, which serves every
+  order that asked for it while it was being gathered.
+
+Both are thread-safe. The reads themselves go through the caller's function, so
+they count against the same pacer as placements.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Flight(Generic[T]):
+    """One shared read: its askers wait on ``done``; ``value`` or ``error`` is its outcome."""
+
+    started: float
+    done: threading.Event = field(default_factory=threading.Event)
+    value: T | None = None
+    error: BaseException | None = None
+    reading: bool = False  # once the read has begun, later askers start a new flight
+
+
+class QuoteCache:
+    """Last prices reused for ``ttl`` seconds; one request per ticker at a time."""
+
+    def __init__(self, ttl: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._flights: dict[str, _Flight[float]] = {}
+
+    def ltp(self, ticker: str, fetch: Callable[[str], float]) -> float:
+        """The ticker's last price, from a read at most ``ttl`` old or from ``fetch`` (one at a time)."""
+        with self._lock:
+            flight = self._flights.get(ticker)
+            fresh = flight is not None and (not flight.done.is_set() or self._clock() - flight.started < self._ttl)
+            if flight is None or not fresh or flight.error is not None:
+                flight = _Flight(started=self._clock())
+                self._flights[ticker] = flight
+                leader = True
+            else:
+                leader = False
+        if leader:
+            try:
+                flight.value = fetch(ticker)
+            except BaseException as exc:
+                flight.error = exc
+                raise
+            finally:
+                flight.done.set()
+            return flight.value
+        flight.done.wait()
+        if flight.error is not None or flight.value is None:
+            return fetch(ticker)  # the shared read failed: this asker tries on its own
+        return flight.value
+
+
+class SharedBook(Generic[T]):
+    """One read of the order book for every order that asks within ``gather`` seconds."""
+
+    def __init__(self, gather: float, *, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._gather = gather
+        self._sleep = sleep
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._flight: _Flight[T] | None = None
+
+    def read(self, fetch: Callable[[], T], timeout: float) -> T:
+        """The book, read at least ``gather`` seconds after the first asker of this read arrived."""
+        with self._lock:
+            flight = self._flight
+            if flight is None or flight.reading:
+                flight = self._flight = _Flight(started=self._clock())
+                leader = True
+            else:
+                leader = False
+        if not leader:
+            if not flight.done.wait(timeout) or flight.error is not None or flight.value is None:
+                return fetch()  # the shared read failed or is late: this asker reads on its own
+            return flight.value
+        self._sleep(self._gather)  # let the rest of the burst join this read
+        with self._lock:
+            flight.reading = True
+        try:
+            flight.value = fetch()
+            return flight.value
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            flight.done.set()

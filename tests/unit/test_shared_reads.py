@@ -1,0 +1,101 @@
+"""Reads shared by concurrent deliveries: one quote per ticker per second, one book read per burst."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from common.shared_reads import QuoteCache, SharedBook
+
+
+class Ticker:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_quote_is_reused_within_its_ttl_and_asked_again_after():
+    clock, asked = Ticker(), []
+    cache = QuoteCache(ttl=1.0, clock=clock)
+
+    def fetch(ticker: str) -> float:
+        asked.append(ticker)
+        return 100.0 + len(asked)
+
+    first = cache.ltp("NSE:NIFTY50-INDEX", fetch)
+    clock.now = 0.9
+    again = cache.ltp("NSE:NIFTY50-INDEX", fetch)
+    clock.now = 1.1
+    later = cache.ltp("NSE:NIFTY50-INDEX", fetch)
+
+    assert (first, again, later) == (101.0, 101.0, 102.0) and len(asked) == 2
+
+
+def test_concurrent_askers_for_one_ticker_wait_for_one_request():
+    cache, asked = QuoteCache(ttl=1.0), []
+    release = threading.Event()
+
+    def fetch(ticker: str) -> float:
+        asked.append(ticker)
+        release.wait(2)
+        return 24512.0
+
+    results: list[float] = []
+    threads = [threading.Thread(target=lambda: results.append(cache.ltp("NSE:NIFTY50-INDEX", fetch)))
+               for _ in range(10)]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)
+    release.set()
+    for t in threads:
+        t.join()
+
+    assert results == [24512.0] * 10 and len(asked) == 1
+
+
+def test_a_failed_quote_is_not_reused():
+    cache, calls = QuoteCache(ttl=10.0), []
+
+    def flaky(ticker: str) -> float:
+        calls.append(ticker)
+        if len(calls) == 1:
+            raise ConnectionError("down")
+        return 50.0
+
+    try:
+        cache.ltp("X", flaky)
+    except ConnectionError:
+        pass
+    assert cache.ltp("X", flaky) == 50.0 and len(calls) == 2
+
+
+def test_one_book_read_serves_every_order_that_asked_while_it_gathered():
+    book: SharedBook[list[str]] = SharedBook(gather=0.3)
+    reads: list[int] = []
+
+    def fetch() -> list[str]:
+        reads.append(1)
+        return ["row"]
+
+    results: list[list[str]] = []
+    threads = [threading.Thread(target=lambda: results.append(book.read(fetch, timeout=5))) for _ in range(8)]
+    for t in threads:
+        t.start()
+        time.sleep(0.01)
+    for t in threads:
+        t.join()
+
+    assert results == [["row"]] * 8 and len(reads) == 1
+
+
+def test_an_order_asking_after_a_read_began_gets_a_read_of_its_own():
+    book: SharedBook[int] = SharedBook(gather=0.0)
+    reads: list[int] = []
+
+    def fetch() -> int:
+        reads.append(1)
+        return len(reads)
+
+    assert (book.read(fetch, timeout=5), book.read(fetch, timeout=5)) == (1, 2)
