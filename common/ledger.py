@@ -85,6 +85,7 @@ class Position(_Doc):
     in_flight: list[InFlight] = Field(default_factory=list)
     fills_counted: dict[str, Counted] = Field(default_factory=dict)
     realised_pnl: float = 0.0
+    adjustments: list[dict[str, Any]] = Field(default_factory=list)  # legs found gone at Fyers, dropped
     updated_at: datetime | None = None
 
     @property
@@ -214,6 +215,35 @@ class Ledger:
 
         self._change(record, now, change)
         return effects[0] if effects else None
+
+    def not_at_broker(self, strategy: str | None, instrument: str, ticker: str, quantity: int, *,
+                      order_id: str, now: datetime) -> None:
+        """Drop ``quantity`` of a leg that Fyers no longer holds (closed outside the router), and
+        say so in ``adjustments``: an exit must never sell what is not there."""
+        from google.cloud import firestore
+
+        ref = self._ref(strategy, instrument)
+
+        @firestore.transactional
+        def attempt(transaction: Any) -> None:
+            snap = ref.get(transaction=transaction, timeout=self._timeout)
+            if not snap.exists:
+                return
+            position = Position.model_validate(snap.to_dict())
+            left = quantity
+            for leg in position.legs:
+                if leg.ticker == ticker and left:
+                    gone = min(left, leg.quantity)
+                    leg.quantity -= gone
+                    leg.lots = leg.quantity // (leg.lot_size or 1)
+                    left -= gone
+            position.legs = [g for g in position.legs if g.quantity > 0]
+            position.adjustments.append({"at": now, "ticker": ticker, "quantity": quantity - left, "order_id": order_id,
+                                         "why": "Fyers does not hold it: closed outside the router"})
+            position.updated_at = now
+            transaction.set(ref, position.model_dump(mode="python"))
+
+        attempt(self._db.transaction())
 
     # --- internals ----------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, TypeVar
 
@@ -309,12 +309,45 @@ def _intent_steps(job: _Job, alert: Alert, deps: WorkerDeps, now: datetime,
             job.record = job.record.model_copy(update={"step": {"effect": "CLOSE"}})
             return [(None, alert)]
         raise NoPosition(f"No position to close: {intent.reason}.")
+    steps = _held_at_broker(job, deps, alert, instrument, intent.steps) if not dry_run else intent.steps
+    if not steps:
+        _finish(job, deps, OrderStatus.SKIPPED, "NOT_AT_BROKER", (
+            f"The ledger held {summary['held']}, but Fyers holds none of it (closed outside the router?). "
+            "Nothing was sent; the ledger now says so."), fields={"intent": summary}, notify=True)
+        return []
+    intent = replace(intent, steps=steps)
     children = deps.store.add_children(job.record, [s.__dict__ for s in intent.steps[1:]], now=now)
     first = intent.steps[0].__dict__
     deps.store.update_fields(job.record.order_id, {"intent": summary, "step": first,
                                                    **({"children": children} if children else {})}, now=now)
     job.record = job.record.model_copy(update={"children": children or None, "step": first})
     return [(step, step_alert(alert, step)) for step in intent.steps]
+
+
+def _held_at_broker(job: _Job, deps: WorkerDeps, alert: Alert, instrument: str,
+                    steps: tuple[Step, ...]) -> tuple[Step, ...]:
+    """Closing steps cut to what Fyers holds: a close never sells what is not there (a leg
+    closed by hand, outside the router), so it can never open the other way."""
+    if not any(s.effect == "CLOSE" for s in steps):
+        return steps
+    net: dict[str, int] = {}
+    for position in _call(job, deps, lambda broker: broker.positions()):
+        net[position.symbol] = net.get(position.symbol, 0) + position.net_qty
+    kept: list[Step] = []
+    for step in steps:
+        if step.effect != "CLOSE" or not step.ticker or not step.quantity:
+            kept.append(step)
+            continue
+        lot = max(1, step.quantity // max(1, step.lots))
+        there = max(0, net.get(step.ticker, 0) * -step.side)  # closing a long needs a long at Fyers
+        quantity = min(step.quantity, there) // lot * lot
+        net[step.ticker] = net.get(step.ticker, 0) + step.side * quantity
+        if quantity < step.quantity:
+            deps.ledger.not_at_broker(alert.strategy, instrument, step.ticker, step.quantity - quantity,
+                                      order_id=job.record.order_id, now=deps.clock())
+        if quantity:
+            kept.append(replace(step, quantity=quantity, lots=quantity // lot))
+    return tuple(kept)
 
 
 def _cancel_working_entries(job: _Job, held: Position, deps: WorkerDeps) -> list[str]:

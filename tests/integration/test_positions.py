@@ -295,3 +295,24 @@ def test_everything_closed_is_in_trades_with_the_pnl_of_the_simulators_fills(
         filter=FieldFilter("strategy", "==", "ledger")).stream()]
     assert position["realised_pnl"] == pytest.approx(expected) and position["legs"] == []
 
+
+
+def test_a_leg_closed_by_hand_at_fyers_is_not_sold_again_and_the_ledger_is_corrected(
+        worker_factory, deps_factory, topics, market, firestore_db):
+    from common.broker import OrderRequest
+
+    clock = Clock(MARKET_NOW)
+    strategy = Strategy("by-hand", deps_factory, topics, clock)
+    deps = worker_factory(clock=clock)
+    handle(cloud_event(strategy.signal("buy", "long", 1)), deps)
+    deps.broker.place_order(OrderRequest(symbol=CE_24500, qty=65, side=-1, type=2, product="INTRADAY"))  # the trader
+
+    exit_message = strategy.signal("sell", "flat", 0)
+    handle(cloud_event(exit_message), deps)
+
+    assert len(sim_orders(market)) == 2 and net(market) == {}  # nothing more was sold: no short opened
+    done = order(firestore_db, order_id_of(exit_message))
+    assert (done["status"], done["reason"]) == ("SKIPPED", "NOT_AT_BROKER")
+    [position] = [d.to_dict() for d in firestore_db.collection(POSITIONS).where(
+        filter=FieldFilter("strategy", "==", "by-hand")).stream()]
+    assert position["legs"] == [] and position["adjustments"][0]["ticker"] == CE_24500
