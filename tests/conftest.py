@@ -18,6 +18,8 @@ from deploy.local import emulators as emu
 
 GOLDEN = Path(__file__).parent / "golden"
 
+pytest_plugins = ["tests.secret_scan"]  # no secret in anything written, published, answered or logged
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--at", default=os.environ.get("TEST_AT", "all"),

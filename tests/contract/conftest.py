@@ -14,6 +14,7 @@ from typing import Iterator
 
 import pytest
 
+from tests.secret_scan import register
 from common.broker import FyersBroker, OrderRequest
 from deploy.local.fyers_simulator import FyersSimulator
 from deploy.local.mastergen import generate_masters
@@ -23,6 +24,7 @@ TODAY = date(2026, 11, 23)
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=IST)
 APP_ID = "SIMAPP1234-100"
 APP_SECRET = "sim-secret-9f8e7d"
+register(APP_SECRET, "other-secret")
 OTHER_APP_ID = "OTHERAPP99-100"
 
 FUT = "NSE:NIFTY26NOVFUT"  # lot 65, tick 0.1

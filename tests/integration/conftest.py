@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator
 import flask
 import pytest
 
+from tests.secret_scan import register
 from common.clients import firestore_client
 from common.orders import OrderStore
 from common.records import ORDERS
@@ -20,6 +21,7 @@ from functions.webhook import WebhookDeps, serve
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "tv-S3cret-do-not-leak-7f3a"
 OTHER_SECRET = "rotated-N3xt-secret-91bc"
+register(SECRET, OTHER_SECRET)
 
 
 @pytest.fixture
@@ -153,6 +155,7 @@ MARKET_NOW = BASELINE.at
 TODAY = MARKET_NOW.date()
 APP_ID = "ROUTERAPP1-100"
 APP_SECRET = "router-app-secret-5e6f"
+register(APP_SECRET)
 NIFTY_SPOT = 24512.0  # ATM 24500
 
 

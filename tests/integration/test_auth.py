@@ -17,6 +17,7 @@ import flask
 import pytest
 import requests
 
+from tests.secret_scan import register
 from common.broker import FyersBroker, exchange_auth_code, token_expiry
 from common.notify import Notifier
 from common.pubsub import Publisher
@@ -30,6 +31,7 @@ from tests.integration.conftest import ROOT, Clock, make_auth_client
 
 APP_ID, APP_SECRET = "APPID-100", "app-Secret-never-shown-5e1"
 OPERATOR_KEY = "op-Key-long-and-private-77c2"
+register(APP_SECRET, OPERATOR_KEY)
 PUBLIC = "https://auth.example.test"
 # 09:07 IST on Tue 14 Jul 2026: the token must live until 06:00 IST on Wed 15 Jul.
 START = datetime(2026, 7, 14, 3, 37, tzinfo=timezone.utc)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.secret_scan import register
 from common.notify import Notifier
 from common.pubsub import Publisher
 from common.records import SYSTEM
@@ -23,6 +24,7 @@ from functions.jobs.session import SessionJobDeps, run_session_job
 from tests.integration.conftest import Clock, make_auth_client
 
 APP_ID, APP_SECRET = "APPID-100", "app-Secret-never-shown-5e1"
+register(APP_SECRET)
 PUBLIC = "https://auth.example.test"
 START = datetime(2026, 7, 15, 1, 0, tzinfo=timezone.utc)  # 06:30 IST: yesterday's token just died
 

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.secret_scan import register
 from common.notify import (
     TELEGRAM_MAX_CHARS,
     ChannelResult,
@@ -25,6 +26,7 @@ from common.secrets import InMemorySecretStore
 from common.settings import Settings
 
 BOT_TOKEN = "123456789:AAF-very-secret-bot-token"
+register(BOT_TOKEN)
 CHAT_ID = "987654"
 
 REJECTED = Notification(
