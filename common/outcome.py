@@ -20,12 +20,13 @@ from common.ledger import Ledger
 from common.logs import get_logger
 from common.notify import Notification, NotificationKind, Severity
 from common.orders import OrderStore
-from common.records import ORDERS, OrderRecord, OrderStatus
+from common.records import IST, ORDERS, OrderRecord, OrderStatus
 from common.settings import Settings
 
 log = get_logger(__name__)
 
-NOTICES = "notices"  # subcollection of an order: one document per notification kind sent
+NOTICES = "notices"  # one document per notice sent: under an order per kind, and top-level per burst
+BURST_MINUTES = 5
 FINAL_NAMES = frozenset(STATUS_NAMES[s] for s in FINAL_STATUSES)
 REJECTED = STATUS_NAMES[5]
 
@@ -249,6 +250,23 @@ class Outcomes:
         if result is not None and all(c is not None and c.status != "sent" for c in channels):
             ref.delete(timeout=self._timeout)  # nobody heard it: the next sighting tries again
             return False
+        return True
+
+    def notify_once_per_burst(self, kind: NotificationKind, *, title: str, text: str,
+                              severity: Severity = Severity.INFO) -> bool:
+        """Tell the trader once per five-minute bucket of this kind: one notice for a burst of
+        like outcomes (``notices/{kind}-{bucket}`` decides, with ``create()``). True when sent now."""
+        from google.api_core.exceptions import AlreadyExists
+
+        now = self._clock()
+        local = now.astimezone(IST)
+        bucket = f"{local:%Y%m%dT%H}{local.minute // BURST_MINUTES * BURST_MINUTES:02d}"
+        ref = self.store.db.collection(NOTICES).document(f"{kind.value}-{bucket}")
+        try:
+            ref.create({"at": now, "by": self._by, "title": title}, timeout=self._timeout)
+        except AlreadyExists:
+            return False
+        self._notify(Notification(kind=kind, severity=severity, title=title, text=text, at=now))
         return True
 
     def was_told(self, record: OrderRecord, kind: NotificationKind) -> bool:

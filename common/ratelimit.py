@@ -28,11 +28,12 @@ _IN_FLIGHT_POLL = 0.02
 
 
 class RateLimitBudgetExceeded(Exception):
-    """The next slot is later than the caller can wait."""
+    """The next slot is later than the caller can wait; ``ahead`` callers were waiting before it."""
 
-    def __init__(self, wait: float) -> None:
-        super().__init__(f"next broker slot in {wait:.2f} s")
+    def __init__(self, wait: float, ahead: int = 0) -> None:
+        super().__init__(f"next broker slot in {wait:.2f} s, behind {ahead} caller(s)")
         self.wait = wait
+        self.ahead = ahead
 
 
 class SlidingWindowLimiter:
@@ -117,6 +118,8 @@ class SlidingWindowLimiter:
                     self._last_send = now
                     return waited
             if waited + wait > max_wait:
-                raise RateLimitBudgetExceeded(wait)
+                with self._lock:
+                    ahead = sum(1 for other in self._waiting if other < ticket)
+                raise RateLimitBudgetExceeded(wait, ahead)
             self._sleep(wait)
             waited += wait

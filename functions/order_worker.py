@@ -260,7 +260,7 @@ def _guard_and_place(job: _Job, deps: WorkerDeps) -> None:
     except BrokerError as exc:
         return _broker_failure(job, deps, exc)
     except RateLimitBudgetExceeded as exc:
-        return _release(job, deps, "RATE_BUDGET", f"Our own broker rate limit: next slot in {exc.wait:.1f} s.")
+        return _out_of_time(job, deps, exc)
     except RouterError as exc:
         return _finish(job, deps, OrderStatus.REJECTED, exc.code, exc.message)
     _record_plan(job, plan, deps)
@@ -429,7 +429,7 @@ def _place(job: _Job, request: OrderRequest, deps: WorkerDeps, attempt: int = 1)
         except BrokerError as exc:
             return _broker_failure(job, deps, exc, started=started)
         except RateLimitBudgetExceeded as exc:
-            return _release(job, deps, "RATE_BUDGET", f"Our own broker rate limit: next slot in {exc.wait:.1f} s.")
+            return _out_of_time(job, deps, exc)
         deps.breaker.record_success(deps.clock())
         return _placed(job, result, request, deps, started)
 
@@ -573,6 +573,20 @@ def _broker_failure(job: _Job, deps: WorkerDeps, exc: BrokerError, *, started: f
             log.error("circuit breaker opened")
         return _release(job, deps, "BROKER_TRANSIENT", exc.message, _ms(started))
     return _finish(job, deps, OrderStatus.FAILED, exc.code, exc.message)
+
+
+def _out_of_time(job: _Job, deps: WorkerDeps, exc: RateLimitBudgetExceeded) -> None:
+    """No broker slot before the signal grows too old: EXPIRED, saying what it waited behind.
+    The trader hears of it once per burst, not once per order: each is in the console."""
+    settings = deps.settings
+    message = (f"Not placed: it waited behind {exc.ahead} order(s) for Fyers' rate limit "
+               f"({settings.orders_per_second}/s, {settings.orders_per_minute}/min), and the signal would be over "
+               f"{settings.max_order_age_seconds} s old by its turn.")
+    _finish(job, deps, OrderStatus.EXPIRED, "RATE_BUDGET", message, notify=False)
+    job.outcomes.notify_once_per_burst(NotificationKind.ORDER_EXPIRED, severity=Severity.WARNING,
+                                       title="Orders are expiring: Fyers' rate limit is the bottleneck",
+                                       text=f"{message} Every expired order is in the console with its reason; "
+                                            "more expiries in this burst are not told one by one.")
 
 
 def _release(job: _Job, deps: WorkerDeps, reason: str, message: str, latency: float | None = None) -> None:

@@ -317,3 +317,19 @@ def deliver(message, deps) -> None:
         handle(cloud_event(message), deps)
     except Retry:
         pass
+
+
+def test_orders_that_cannot_get_a_broker_slot_in_time_expire_saying_why_and_the_trader_is_told_once(
+        worker_factory, queue, sim, firestore_db, topics):
+    deps = worker_factory(ORDERS_PER_MINUTE="2")  # room for one order's quote and placement this minute
+    old = (MARKET_NOW - timedelta(seconds=50)).strftime("%Y-%m-%dT%H:%M:%S%z")  # 10 s of life left
+    messages = [queue(strategy=f"late-{n}", time=old) for n in range(3)]
+    for message in messages:
+        handle(cloud_event(message), deps)
+
+    docs = [order(firestore_db, order_id_of(m)) for m in messages]
+    assert [d["status"] for d in docs] == ["PLACED", "EXPIRED", "EXPIRED"]
+    assert docs[1]["reason"] == "RATE_BUDGET" and "waited behind" in docs[1]["message"]
+    assert len(sim_orders(sim)) == 1
+    told = [json.loads(n.data)["kind"] for n in topics.pull(topics.notifications)]
+    assert told.count("ORDER_EXPIRED") == 1
