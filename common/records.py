@@ -10,7 +10,9 @@ from datetime import date, datetime, timedelta, timezone
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+from common.symbols import Contract
 
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
 
@@ -53,17 +55,12 @@ class _Doc(BaseModel):
         return self.model_dump(mode="python", exclude_none=True)
 
 
-class Contract(BaseModel):
-    """The resolved Fyers instrument."""
-
-    ticker: str
-    underlying: str | None = None
-    kind: str | None = None
-    exchange: str | None = None
-    lot_size: int
-    tick_size: float
-    expiry: str | None = None  # ISO date, IST
-    strike: float | None = None
+def contract_doc(contract: Contract) -> dict[str, Any]:
+    """A contract as an order document keeps it: the expiry as an ISO date (IST), which
+    Firestore can store and the console shows as written."""
+    return {"ticker": contract.ticker, "underlying": contract.underlying, "kind": contract.kind,
+            "exchange": contract.exchange, "lot_size": contract.lot_size, "tick_size": contract.tick_size,
+            "strike": contract.strike, "expiry": contract.expiry.isoformat() if contract.expiry else None}
 
 
 class OrderRecord(_Doc):
@@ -101,7 +98,7 @@ class OrderRecord(_Doc):
     attempts: int = 0
     lease_until: datetime | None = None
     worker_id: str | None = None
-    contract: Contract | None = None
+    contract: Contract | None = None  # the listed instrument (common/symbols.py), stored by contract_doc
     quantity: int | None = None
     ltp: float | None = None
     underlying_ltp: float | None = None
@@ -124,6 +121,10 @@ class OrderRecord(_Doc):
     filled_qty: int | None = None
     avg_price: float | None = None
     reconciled_at: datetime | None = None
+
+    @field_serializer("contract")
+    def _contract(self, contract: Contract | None) -> dict[str, Any] | None:
+        return contract_doc(contract) if contract is not None else None
 
 
 class OrderEvent(_Doc):

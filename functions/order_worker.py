@@ -69,6 +69,7 @@ from common.records import (
     OrderEvent,
     OrderRecord,
     OrderStatus,
+    contract_doc,
     ist_day,
     today_ist,
 )
@@ -653,11 +654,8 @@ def _quote(ticker: str, job: _Job, deps: WorkerDeps) -> float:
 
 
 def _plan_fields(plan: Plan) -> dict[str, Any]:
-    c = plan.contract
     return {
-        "contract": {"ticker": c.ticker, "underlying": c.underlying, "kind": c.kind, "exchange": c.exchange,
-                     "lot_size": c.lot_size, "tick_size": c.tick_size, "strike": c.strike,
-                     "expiry": c.expiry.isoformat() if c.expiry else None},
+        "contract": contract_doc(plan.contract),
         "quantity": plan.request.qty, "ltp": plan.ltp, "underlying_ltp": plan.underlying_ltp,
         "sl_price": plan.sl_price, "tp_price": plan.tp_price, "broker_request": plan.request.to_fyers(),
     }

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import threading
-from datetime import datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
@@ -26,7 +26,6 @@ from common.records import (
     IST,
     ORDERS,
     SYSTEM,
-    Contract,
     OrderEvent,
     OrderRecord,
     OrderStatus,
@@ -34,6 +33,7 @@ from common.records import (
     today_ist,
 )
 from common.session import SessionStore
+from common.symbols import Contract
 from ops.cli import main
 from tests.integration.conftest import ROOT
 
@@ -70,7 +70,8 @@ def orders(firestore_db, clean_firestore) -> Any:
     """Today: a placed order (with its events), a rejected one, one still queued; and one yesterday."""
     placed_at = MORNING
     put_order(firestore_db, "tv-placed", OrderStatus.PLACED, at=placed_at,
-              contract=Contract(ticker="NSE:NIFTY26NOV24500CE", lot_size=65, tick_size=0.05), quantity=65,
+              contract=Contract(ticker="NSE:NIFTY26NOV24500CE", underlying="NIFTY", exchange="NSE", kind="CE", lot_size=65,
+                                tick_size=0.05, expiry=date(2026, 11, 24), strike=24500.0), quantity=65,
               broker_order_id="26112300000042", reason="PLACED", message="Placed BUY 65 NSE:NIFTY26NOV24500CE",
               events=[
                   OrderEvent(at=placed_at, to_status="QUEUED", reason="RECEIVED", by="webhook"),
@@ -179,7 +180,8 @@ def ledger_order(order_id: str, *, strategy: str, ticker: str, side: int, qty: i
         order_id=order_id, status=OrderStatus.PLACED, strategy=strategy, action="BUY" if side == 1 else "SELL",
         symbol=underlying, lots=qty // lot_size, product=product, order_type="MARKET", idempotency_key=f"k-{order_id}",
         key_source="time", received_at=at, created_at=at, created_day=ist_day(at), updated_at=at,
-        contract=Contract(ticker=ticker, underlying=underlying, kind=kind, lot_size=lot_size, tick_size=0.05),
+        contract=Contract(ticker=ticker, underlying=underlying, exchange="NSE", kind=kind, lot_size=lot_size,
+                          tick_size=0.05, expiry=None, strike=None),
         quantity=qty, broker_request={"symbol": ticker, "qty": qty, "side": side})
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -22,9 +22,10 @@ from common.ledger import Ledger
 from common.notify import Notifier
 from common.orders import OrderStore
 from common.pubsub import Publisher
-from common.records import ORDERS, Contract, OrderRecord, OrderStatus, ist_day
+from common.records import ORDERS, OrderRecord, OrderStatus, ist_day
 from common.secrets import InMemorySecretStore
 from common.settings import load_settings
+from common.symbols import Contract
 from deploy.local.fyers_sim import ORDERBOOK
 from deploy.local.fyers_sim.exchange import MARGIN_SHORTFALL
 from functions.jobs.reconcile import ReconcileDeps, run_reconcile
@@ -76,7 +77,8 @@ def record(db, order_id: str, status: OrderStatus, *, ticker: str = CALL, at: da
         order_id=order_id, status=status, action="BUY", symbol="NIFTY", lots=1, product="INTRADAY",
         order_type="MARKET", idempotency_key=f"k:test:{order_id}", key_source="explicit",
         received_at=at, created_at=at, created_day=ist_day(at), updated_at=at, attempts=1,
-        contract=Contract(ticker=ticker, underlying="NIFTY", kind="CE", exchange="NSE", lot_size=65, tick_size=0.05),
+        contract=Contract(ticker=ticker, underlying="NIFTY", kind="CE", exchange="NSE", lot_size=65, tick_size=0.05,
+                          expiry=date(2026, 11, 24), strike=24500.0),
         quantity=65, **fields)
     db.collection(ORDERS).document(order_id).set(doc.to_firestore())
 

@@ -113,7 +113,7 @@ def test_the_symbols_job_is_reachable_with_a_json_body(instant, client, schedule
 
 def test_the_reconcile_job_is_reachable_and_uses_the_stored_token(instant, client, world, firestore_db):
     from common.broker import FyersBroker, OrderRequest
-    from common.records import Contract
+    from common.symbols import Contract
 
     sim, now = world.sim, world.clock()
     order_id = order_id_for(f"k:test:{uuid.uuid4().hex}")
@@ -124,7 +124,8 @@ def test_the_reconcile_job_is_reachable_and_uses_the_stored_token(instant, clien
     doc = OrderRecord(order_id=order_id, status=OrderStatus.PLACED, action="BUY", symbol="SBIN", lots=10,
                       product="CNC", order_type="MARKET", idempotency_key="k", key_source="explicit",
                       received_at=now, created_at=now, created_day=ist_day(now), updated_at=now,
-                      contract=Contract(ticker="NSE:SBIN-EQ", lot_size=1, tick_size=0.05), quantity=10,
+                      contract=Contract(ticker="NSE:SBIN-EQ", underlying="SBIN", exchange="NSE", kind="EQ",
+                                        lot_size=1, tick_size=0.05, expiry=None, strike=None), quantity=10,
                       broker_order_id=broker_id)
     firestore_db.collection(ORDERS).document(order_id).set(doc.to_firestore())
 
