@@ -75,6 +75,17 @@ def trades(db: Any, strategy: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
+def desk(worker_factory, deps_factory, topics):
+    """``desk(name, **template)``: a strategy's alerts and the worker they go to, on one clock."""
+
+    def open_desk(name: str, **template: Any) -> tuple[Strategy, Any]:
+        clock = Clock(MARKET_NOW)
+        return Strategy(name, deps_factory, topics, clock, **template), worker_factory(clock=clock)
+
+    return open_desk
+
+
+@pytest.fixture
 def market(sim):
     """Option prices for the scenarios; the index at 24,512 (ATM 24500)."""
     for ticker, price in ((CE_24500, 101.0), (CE_24600, 60.0), (PE_24500, 95.0)):
@@ -82,11 +93,8 @@ def market(sim):
     return sim
 
 
-def test_atm_drift_the_exit_sells_the_call_that_was_bought_and_the_broker_is_flat(
-        worker_factory, deps_factory, topics, market, firestore_db):
-    clock = Clock(MARKET_NOW)
-    strategy = Strategy("drift", deps_factory, topics, clock)
-    deps = worker_factory(clock=clock)
+def test_atm_drift_the_exit_sells_the_call_that_was_bought_and_the_broker_is_flat(desk, market, firestore_db):
+    strategy, deps = desk("drift")
 
     handle(cloud_event(strategy.signal("buy", "long", 1)), deps)
     market.set_price(INDEX, 24612.0)  # two strikes up: ATM is now 24600
@@ -104,11 +112,8 @@ def test_atm_drift_the_exit_sells_the_call_that_was_bought_and_the_broker_is_fla
     assert order(firestore_db, order_id_of(exit_message))["intent"]["kind"] == "EXIT"
 
 
-def test_the_exit_without_placeholders_closes_the_held_call_not_todays_atm(
-        worker_factory, deps_factory, topics, market, firestore_db):
-    clock = Clock(MARKET_NOW)
-    strategy = Strategy("plain", deps_factory, topics, clock)
-    deps = worker_factory(clock=clock)
+def test_the_exit_without_placeholders_closes_the_held_call_not_todays_atm(desk, market, firestore_db):
+    strategy, deps = desk("plain")
 
     handle(cloud_event(strategy.signal("buy")), deps)
     market.set_price(INDEX, 24612.0)
@@ -119,12 +124,9 @@ def test_the_exit_without_placeholders_closes_the_held_call_not_todays_atm(
     assert net(market) == {}
 
 
-def test_reversal_long_call_to_short_sells_the_call_then_buys_the_put(
-        worker_factory, deps_factory, topics, market, firestore_db):
-    clock = Clock(MARKET_NOW)
-    strategy = Strategy("reversal", deps_factory, topics, clock, optionType=None, options="buy")
+def test_reversal_long_call_to_short_sells_the_call_then_buys_the_put(desk, market, firestore_db):
+    strategy, deps = desk("reversal", options="buy")
     strategy.template.pop("optionType")
-    deps = worker_factory(clock=clock)
 
     handle(cloud_event(strategy.signal("buy", "long", 1)), deps)
     reverse = strategy.signal("sell", "short", 1)
@@ -139,10 +141,8 @@ def test_reversal_long_call_to_short_sells_the_call_then_buys_the_put(
     assert [leg["ticker"] for leg in legs(firestore_db, "reversal")] == [PE_24500]
 
 
-def test_partial_exit_from_2_lots_to_1_sells_one_lot(worker_factory, deps_factory, topics, market, firestore_db):
-    clock = Clock(MARKET_NOW)
-    strategy = Strategy("partial", deps_factory, topics, clock)
-    deps = worker_factory(clock=clock)
+def test_partial_exit_from_2_lots_to_1_sells_one_lot(desk, market, firestore_db):
+    strategy, deps = desk("partial")
 
     handle(cloud_event(strategy.signal("buy", "long", 2)), deps)
     handle(cloud_event(strategy.signal("sell", "long", 1)), deps)
@@ -171,11 +171,8 @@ def test_two_strategies_on_nifty_hold_different_strikes_and_each_exit_closes_its
     assert net(market) == {}
 
 
-def test_an_exit_while_the_entry_limit_rests_cancels_it_and_sells_nothing(
-        worker_factory, deps_factory, topics, market, firestore_db):
-    clock = Clock(MARKET_NOW)
-    strategy = Strategy("resting", deps_factory, topics, clock)
-    deps = worker_factory(clock=clock)
+def test_an_exit_while_the_entry_limit_rests_cancels_it_and_sells_nothing(desk, market, firestore_db):
+    strategy, deps = desk("resting")
 
     handle(cloud_event(strategy.signal("buy", "long", 1, orderType="LIMIT", price=90.0)), deps)  # rests below 101
     exit_message = strategy.signal("sell", "flat", 0)
@@ -189,10 +186,8 @@ def test_an_exit_while_the_entry_limit_rests_cancels_it_and_sells_nothing(
 
 
 def test_an_exit_while_the_entry_is_partly_filled_cancels_the_rest_and_closes_the_filled_part(
-        worker_factory, deps_factory, topics, market, firestore_db):
-    clock = Clock(MARKET_NOW)
-    strategy = Strategy("partfill", deps_factory, topics, clock)
-    deps = worker_factory(clock=clock)
+        desk, market, firestore_db):
+    strategy, deps = desk("partfill")
 
     handle(cloud_event(strategy.signal("buy", "long", 2, orderType="LIMIT", price=90.0)), deps)
     [entry] = sim_orders(market)
@@ -206,16 +201,15 @@ def test_an_exit_while_the_entry_is_partly_filled_cancels_the_rest_and_closes_th
 
 
 def test_an_exit_redelivered_5_times_and_resent_by_tradingview_is_one_exit_order(
-        worker_factory, deps_factory, topics, market, firestore_db):
-    clock = Clock(MARKET_NOW)
-    strategy = Strategy("redelivered", deps_factory, topics, clock)
-    deps = worker_factory(clock=clock)
+        desk, worker_factory, market, firestore_db):
+    strategy, deps = desk("redelivered")
     handle(cloud_event(strategy.signal("buy", "long", 1)), deps)
 
     exit_message = strategy.signal("sell", "flat", 0)
     resend = strategy.client.post("/", data=json.dumps({  # TradingView's re-send: the same body
         "secret": SECRET, "strategy": "redelivered", "action": "sell", "lots": 1, **strategy.template,
-        "time": clock.now.isoformat(), "position": "flat", "position_size": 0}), content_type="application/json")
+        "time": strategy.clock.now.isoformat(), "position": "flat", "position_size": 0}),
+        content_type="application/json")
     assert resend.get_json()["status"] == "duplicate"
     deliveries = real_time_worker(worker_factory, ENFORCE_MARKET_HOURS="false")
     threads = [threading.Thread(target=handle, args=(cloud_event(exit_message), deliveries)) for _ in range(3)]
@@ -274,11 +268,8 @@ def test_nifty1_across_a_roll_the_exit_closes_the_contract_that_was_held(
     assert net(market) == {}
 
 
-def test_everything_closed_is_in_trades_with_the_pnl_of_the_simulators_fills(
-        worker_factory, deps_factory, topics, market, firestore_db):
-    clock = Clock(MARKET_NOW)
-    strategy = Strategy("ledger", deps_factory, topics, clock)
-    deps = worker_factory(clock=clock)
+def test_everything_closed_is_in_trades_with_the_pnl_of_the_simulators_fills(desk, market, firestore_db):
+    strategy, deps = desk("ledger")
 
     handle(cloud_event(strategy.signal("buy", "long", 2)), deps)
     market.set_price(CE_24500, 111.0)
@@ -298,12 +289,10 @@ def test_everything_closed_is_in_trades_with_the_pnl_of_the_simulators_fills(
 
 
 def test_a_leg_closed_by_hand_at_fyers_is_not_sold_again_and_the_ledger_is_corrected(
-        worker_factory, deps_factory, topics, market, firestore_db):
+        desk, market, firestore_db):
     from common.broker import OrderRequest
 
-    clock = Clock(MARKET_NOW)
-    strategy = Strategy("by-hand", deps_factory, topics, clock)
-    deps = worker_factory(clock=clock)
+    strategy, deps = desk("by-hand")
     handle(cloud_event(strategy.signal("buy", "long", 1)), deps)
     deps.broker.place_order(OrderRequest(symbol=CE_24500, qty=65, side=-1, type=2, product="INTRADAY"))  # the trader
 
