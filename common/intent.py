@@ -27,7 +27,7 @@ from common.alert import Alert
 from common.errors import IntentConflict
 from common.indices import INDEX_UNDERLYINGS
 from common.ledger import Leg, Position
-from common.symbols import SymbolMaster
+from common.symbols import SymbolMaster, canonical_underlying
 
 Kind = Literal["ENTER", "ADD", "REDUCE", "EXIT", "REVERSE", "NONE", "ORDER"]
 
@@ -177,12 +177,12 @@ def step_alert(alert: Alert, step: Step) -> Alert:
 def instrument_of_alert(alert: Alert, master: SymbolMaster) -> str:
     """The ledger's instrument for an alert: the underlying of an option or future, the ticker otherwise."""
     if alert.kind in ("OPTION", "FUTURE"):
-        return alert.underlying
+        return canonical_underlying(alert.underlying)  # as the contract's own underlying is named
     if alert.kind == "TICKER":
         contract = master.lookup(alert.symbol)
         return contract.underlying if contract.kind in ("CE", "PE", "FUT") and contract.underlying else contract.ticker
-    if alert.symbol in INDEX_UNDERLYINGS:  # an exit naming only the index
-        return alert.symbol
+    if canonical_underlying(alert.symbol) in INDEX_UNDERLYINGS:  # an exit naming only the index
+        return canonical_underlying(alert.symbol)
     return master.equity(alert.symbol, alert.exchange).ticker
 
 

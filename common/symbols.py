@@ -668,6 +668,12 @@ def _contract(ticker: str, row: tuple) -> Contract:
     )
 
 
+def canonical_underlying(underlying: str) -> str:
+    """The master's name for an underlying: ``nse:nifty50`` -> ``NIFTY``."""
+    name = _split_underlying(underlying)[1]
+    return UNDERLYING_ALIASES.get(name, name)
+
+
 def _split_underlying(underlying: str) -> tuple[str | None, str]:
     """Split an optional exchange prefix: ``NSE:NIFTY`` -> ("NSE", "NIFTY"); ``nifty`` -> (None, "NIFTY")."""
     text = underlying.strip().upper()

@@ -103,3 +103,12 @@ def test_only_a_full_ticker_or_a_dated_numeric_strike_names_one_contract_for_goo
     assert names_one_contract(option_alert(action="EXIT", strike=24500, expiry="2026-11-24"))
     assert not names_one_contract(option_alert(action="EXIT"))
     assert not names_one_contract(Alert.model_validate({"action": "EXIT", "symbol": "NIFTY1!"}))
+
+
+def test_the_ledger_instrument_of_an_alert_is_named_as_its_contracts_underlying():
+    from common.intent import instrument_of_alert
+
+    master = None  # not consulted for options, futures or an index alone
+    assert instrument_of_alert(option_alert(symbol="NIFTY50"), master) == "NIFTY"
+    assert instrument_of_alert(Alert.model_validate({"action": "BUY", "symbol": "NIFTY1!"}), master) == "NIFTY"
+    assert instrument_of_alert(Alert.model_validate({"action": "EXIT", "symbol": "NIFTY"}), master) == "NIFTY"
