@@ -46,15 +46,16 @@ WORKLOADS = (Workload("burst of 150", 150, None), Workload("2 a second for 2 min
 BURST_SENDERS = 50  # connections at once for a burst
 
 
-def alert(tag: str, **extra: Any) -> str:
+def alert(tag: str) -> str:
     """A distinct NIFTY weekly ATM call, 1 lot, timed now."""
     return json.dumps({"secret": SECRET, "action": "buy", "symbol": "NIFTY", "expiry": "WEEKLY", "strike": "ATM",
                        "optionType": "CE", "lots": 1, "strategy": tag,
-                       "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), **extra})
+                       "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
 
 
-def send(url: str, body: str) -> tuple[datetime, int, dict]:
-    """POST one alert on a new connection: (when sent, status, answer)."""
+def send(url: str, tag: str) -> tuple[datetime, int, dict]:
+    """POST the alert ``tag``, timed as it leaves, on a new connection: (when sent, status, answer)."""
+    body = alert(tag)
     sent = datetime.now(timezone.utc)
     answer = requests.post(url, data=body, headers={"Content-Type": "text/plain"}, timeout=HTTP_TIMEOUT)
     try:
@@ -69,13 +70,13 @@ def run(workload: Workload, *, webhook_url: str, sim: Any, delivery: Any, admiss
     attempts_before, refused_before = len(delivery.attempts), admission.stats()["refused"]
     dead_before, log_before = len(delivery.dead_lettered), len(sim.requests)
     tag = workload.name.split()[0] + f"-{time.monotonic_ns()}"
-    bodies = [alert(f"{tag}-{n}") for n in range(workload.alerts)]
+    tags = [f"{tag}-{n}" for n in range(workload.alerts)]
     started = time.monotonic()
     if workload.per_second is None:
         with ThreadPoolExecutor(max_workers=BURST_SENDERS) as pool:
-            answers = list(pool.map(lambda body: send(webhook_url, body), bodies))
+            answers = list(pool.map(lambda one: send(webhook_url, one), tags))
     else:
-        answers = _paced(webhook_url, bodies, workload.per_second)
+        answers = _paced(webhook_url, tags, workload.per_second)
     send_seconds = time.monotonic() - started
     accepted = {a[2]["order_id"]: a[0] for a in answers if a[1] == 200 and a[2].get("status") == "accepted"}
     deadline = time.monotonic() + SETTLE_SECONDS
@@ -99,6 +100,7 @@ def run(workload: Workload, *, webhook_url: str, sim: Any, delivery: Any, admiss
     return {
         "workload": workload.name, "alerts": workload.alerts, "send_seconds": round(send_seconds, 2),
         "accepted": len(accepted), "webhook_refusals": sum(1 for a in answers if a[1] != 200),
+        "webhook_answers": _answers(answers),
         "placed": placed, "expired": counts.get("EXPIRED", 0),
         "dead_lettered": len(delivery.dead_lettered) - dead_before, "outcomes": counts,
         "alert_to_broker_s": {k: round(v, 3) for k, v in percentiles(latencies).items()} if latencies else None,
@@ -112,16 +114,25 @@ def run(workload: Workload, *, webhook_url: str, sim: Any, delivery: Any, admiss
     }
 
 
-def _paced(url: str, bodies: list[str], per_second: float) -> list[tuple[datetime, int, dict]]:
+def _answers(answers: list[tuple[datetime, int, dict]]) -> dict[str, int]:
+    """How many of each webhook answer: status and, for anything but acceptance, its reason."""
+    counts: dict[str, int] = {}
+    for _, status, body in answers:
+        key = f"{status} {body.get('status') or body.get('error') or body.get('code') or ''}".strip()
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _paced(url: str, tags: list[str], per_second: float) -> list[tuple[datetime, int, dict]]:
     """Send one every ``1/per_second`` s on schedule, each from its own thread."""
-    results: list[Any] = [None] * len(bodies)
+    results: list[Any] = [None] * len(tags)
     threads = []
     start = time.monotonic()
-    for n, body in enumerate(bodies):
+    for n, tag in enumerate(tags):
         time.sleep(max(0.0, start + n / per_second - time.monotonic()))
 
-        def one(n: int = n, body: str = body) -> None:
-            results[n] = send(url, body)
+        def one(n: int = n, tag: str = tag) -> None:
+            results[n] = send(url, tag)
 
         thread = threading.Thread(target=one)
         thread.start()

@@ -9,11 +9,15 @@ Run by ``python -m tests.bench.run``.
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from typing import Any
 
-from tests.bench.bench_pipeline import alert, send
+import requests
+
+from tests.bench.bench_pipeline import HTTP_TIMEOUT, SECRET
 from tests.bench.emulated import percentiles
 
 LEVELS = (1, 10, 50)
@@ -24,12 +28,12 @@ WARM_UP = 20
 def run(webhook_url: str) -> dict[str, Any]:
     """{concurrency: {p50, p95, p99, max (ms), requests, refused}}."""
     for n in range(WARM_UP):
-        send(webhook_url, _body(f"warm-{n}"))
+        _send(webhook_url, f"warm-{n}")
     report: dict[str, Any] = {}
     for level in LEVELS:
         def timed(n: int, level: int = level) -> tuple[float, int]:
             started = time.perf_counter()
-            _, status, answer = send(webhook_url, _body(f"wh{level}-{n}"))
+            status, answer = _send(webhook_url, f"wh{level}-{n}")
             return time.perf_counter() - started, status if answer.get("status") == "accepted" else -status
 
         with ThreadPoolExecutor(max_workers=level) as pool:
@@ -40,5 +44,13 @@ def run(webhook_url: str) -> dict[str, Any]:
     return report
 
 
-def _body(tag: str) -> str:
-    return alert(f"{tag}-{time.monotonic_ns()}", strike=24500, dry_run=True)
+def _send(url: str, tag: str) -> tuple[int, dict]:
+    """POST a dry-run alert on a fixed strike (no broker call), timed as it leaves."""
+    body = json.dumps({"secret": SECRET, "action": "buy", "symbol": "NIFTY", "expiry": "WEEKLY", "strike": 24500,
+                       "optionType": "CE", "lots": 1, "strategy": f"{tag}-{time.monotonic_ns()}", "dry_run": True,
+                       "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+    answer = requests.post(url, data=body, headers={"Content-Type": "text/plain"}, timeout=HTTP_TIMEOUT)
+    try:
+        return answer.status_code, answer.json()
+    except ValueError:
+        return answer.status_code, {}
