@@ -8,7 +8,7 @@ order cannot do without. So the reads around it are shared:
   one quote of the index per second, not one per alert.
 * :class:`SharedBook`: after placing, an order's fills and an asynchronous RMS
   rejection are read from one read of the whole order book, which serves every
-  order that asked for it while it was being gathered.
+  order that asked for it while it was being gathered (and none reads alone).
 
 Both are thread-safe. The reads themselves go through the caller's function, so
 they count against the same pacer as placements.
@@ -81,8 +81,11 @@ class SharedBook(Generic[T]):
         self._lock = threading.Lock()
         self._flight: _Flight[T] | None = None
 
-    def read(self, fetch: Callable[[], T], timeout: float) -> T:
-        """The book, read at least ``gather`` seconds after the first asker of this read arrived."""
+    def read(self, fetch: Callable[[], T], timeout: float) -> T | None:
+        """The book, read at least ``gather`` seconds after the first asker of this read arrived;
+        None for an asker whose shared read failed or came later than ``timeout``. Askers never
+        read on their own: in a burst that would multiply the very requests this saves, and the
+        reconcile job reads the book anyway."""
         with self._lock:
             flight = self._flight
             if flight is None or flight.reading:
@@ -91,8 +94,8 @@ class SharedBook(Generic[T]):
             else:
                 leader = False
         if not leader:
-            if not flight.done.wait(timeout) or flight.error is not None or flight.value is None:
-                return fetch()  # the shared read failed or is late: this asker reads on its own
+            if not flight.done.wait(timeout) or flight.error is not None:
+                return None
             return flight.value
         self._sleep(self._gather)  # let the rest of the burst join this read
         with self._lock:

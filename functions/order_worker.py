@@ -468,7 +468,7 @@ def _read_back(job: _Job, record: OrderRecord, deps: WorkerDeps) -> None:
             view = BookView.of([order]) if order is not None else None
         else:
             rows = deps.book.read(lambda: _call(job, deps, lambda broker: broker.orders(), budget=5.0), timeout=10.0)
-            view = Book(rows).view(record)
+            view = Book(rows).view(record) if rows is not None else None
     except (BrokerError, RateLimitBudgetExceeded):
         return  # the scheduler's reconcile job will read it later
     if view is not None:

@@ -99,3 +99,29 @@ def test_an_order_asking_after_a_read_began_gets_a_read_of_its_own():
         return len(reads)
 
     assert (book.read(fetch, timeout=5), book.read(fetch, timeout=5)) == (1, 2)
+
+
+def test_when_the_shared_read_fails_the_others_do_not_read_on_their_own():
+    book: SharedBook[list[str]] = SharedBook(gather=0.2)
+    reads: list[int] = []
+
+    def failing() -> list[str]:
+        reads.append(1)
+        raise ConnectionError("book unreadable")
+
+    results: list[object] = []
+
+    def ask() -> None:
+        try:
+            results.append(book.read(failing, timeout=5))
+        except ConnectionError:
+            results.append("leader failed")
+
+    threads = [threading.Thread(target=ask) for _ in range(5)]
+    for t in threads:
+        t.start()
+        time.sleep(0.01)
+    for t in threads:
+        t.join()
+
+    assert len(reads) == 1 and sorted(map(str, results)) == ["None"] * 4 + ["leader failed"]
