@@ -1,9 +1,10 @@
 """Benchmark: the webhook's latency over HTTP at 1, 10 and 50 alerts in flight.
 
 Each alert is a distinct dry-run order on a fixed strike, POSTed on a new connection
-(as TradingView sends them) to the webhook served in this process against the
-emulators: accepted, recorded in Firestore and published, while the worker settles each
-one as DRY_RUN without a broker call. Target: p99 < 150 ms at 10.
+(as TradingView sends them) to the webhook, served as its own instance against the
+emulators: accepted, recorded in Firestore and published, on a topic no worker
+consumes (deployed, the webhook does not share its CPU with the worker; on this
+machine it still shares it with the emulators). Target: p99 < 150 ms at 10.
 Run by ``python -m tests.bench.run``.
 """
 
