@@ -56,6 +56,9 @@ WEBHOOK_ONLY_TOPIC = "orders-webhook-bench"
 
 def _webhook(stack: ExitStack, **env: str) -> str:
     """Serve the webhook as its own instance (a process behind the Cloud Run model); its URL."""
+    from deploy.local.cloud_run import WEBHOOK
+    from deploy.local.emulators import free_port
+
     port = free_port()
     webhook = subprocess.Popen(
         [sys.executable, "-m", "deploy.local.cloud_run", "--target=webhook", f"--source={ROOT / 'main.py'}",
@@ -86,8 +89,6 @@ def bench(*, quick: bool = False) -> dict[str, Any]:
     """Everything, in one set of emulators and one simulator; the report as a dict."""
     from google.cloud import firestore
 
-    from deploy.local.cloud_run import WEBHOOK
-    from deploy.local.emulators import free_port
     from deploy.local.fyers_simulator import FyersSimulator
     from deploy.local.mastergen import generate_masters
     from tests.pipeline import pipeline_parts
