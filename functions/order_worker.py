@@ -289,6 +289,8 @@ def _intent_steps(job: _Job, alert: Alert, deps: WorkerDeps, now: datetime,
     intent = derive(alert, held)
     cancelled: list[str] = []
     closing = intent.kind in ("EXIT", "REDUCE", "REVERSE") or alert.position == "flat" or alert.action == "EXIT"
+    if closing:  # its broker calls from here on go before entries' (see _priority)
+        job.record = job.record.model_copy(update={"step": {"effect": "CLOSE"}})
     if held is not None and held.in_flight and closing and not dry_run:
         cancelled = _cancel_working_entries(job, held, deps)
         if cancelled:  # what they filled is in the ledger now: decide again

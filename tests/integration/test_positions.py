@@ -305,3 +305,30 @@ def test_a_leg_closed_by_hand_at_fyers_is_not_sold_again_and_the_ledger_is_corre
     [position] = [d.to_dict() for d in firestore_db.collection(POSITIONS).where(
         filter=FieldFilter("strategy", "==", "by-hand")).stream()]
     assert position["legs"] == [] and position["adjustments"][0]["ticker"] == CE_24500
+
+
+def test_a_mixed_burst_places_the_exits_before_the_entries_still_waiting(
+        desk, worker_factory, deps_factory, topics, market, firestore_db):
+    holders = [desk(f"holder-{n}") for n in range(3)]
+    for strategy, deps in holders:
+        handle(cloud_event(strategy.signal("buy", "long", 1)), deps)
+    exits = [strategy.signal("sell", "flat", 0) for strategy, _ in holders]
+    entries = [desk(f"newcomer-{n}")[0].signal("buy", "long", 1) for n in range(6)]
+    slow = real_time_worker(worker_factory, ORDERS_PER_SECOND="2", ENFORCE_MARKET_HOURS="false")
+    start = threading.Barrier(len(entries) + len(exits))
+
+    def deliver(message: Any) -> None:
+        start.wait()
+        handle(cloud_event(message), slow)
+
+    threads = [threading.Thread(target=deliver, args=(m,)) for m in entries + exits]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    burst = sim_orders(market)[3:]  # after the holders' own entries
+    sides = [o["side"] for o in burst]
+    assert sorted(sides) == [-1] * 3 + [1] * 6
+    last_exit = max(i for i, side in enumerate(sides) if side == -1)
+    assert sides[:last_exit].count(1) <= 2  # at most those already sending when the exits were ready
