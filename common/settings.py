@@ -9,6 +9,7 @@ them are (see ``common/secrets.py``).
 from __future__ import annotations
 
 from datetime import time
+from urllib.parse import urlsplit
 from typing import Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -140,7 +141,8 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _real_time_at_the_real_broker(self) -> "Settings":
-        if self.clock_shift_seconds and self.fyers_api_base == FYERS_PRODUCTION_API:
+        host = urlsplit(self.fyers_api_base).hostname or ""
+        if self.clock_shift_seconds and (host == "fyers.in" or host.endswith(".fyers.in")):
             raise ValueError("CLOCK_SHIFT_SECONDS is for local runs: unset it, or point FYERS_API_BASE at a simulator")
         return self
 
