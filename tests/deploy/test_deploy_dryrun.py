@@ -427,7 +427,7 @@ def test_dry_run_schedules_the_jobs_in_ist_with_oidc(empty_project_dry_run):
         "tvf-session-open": ("session", "30 8 * * 1-5"),
         "tvf-session-hourly": ("session", "0 9-15 * * 1-5"),
         "tvf-symbols": ("symbols", "20 8 * * *"),
-        "tvf-reconcile": ("reconcile", "*/5 9-15 * * 1-5"),
+        "tvf-reconcile": ("reconcile", "* 9-15 * * 1-5"),
         "tvf-health": ("health", "*/30 * * * *"),
     }
     assert sorted(jobs) == sorted(expected)
