@@ -152,6 +152,16 @@ def signal_deadline(alert_time: datetime | None, received_at: datetime, settings
     return signal + timedelta(seconds=settings.max_order_age_seconds)
 
 
+def landing_deadline(lease_until: datetime | None, may_land_until: datetime | None, settings: Settings,
+                     *, default: datetime) -> datetime:
+    """Until when a request already sent for an order may still be booked by Fyers: the bound
+    recorded with an unclear placement, or the end of a holder's lease (it sends nothing after)
+    plus ``PLACEMENT_LANDING_SECONDS``; ``default`` when neither is known."""
+    landing = timedelta(seconds=settings.placement_landing_seconds)
+    broken = lease_until + landing if lease_until else None
+    return max((t for t in (broken, may_land_until) if t), default=default)
+
+
 def describe(record: OrderRecord) -> str:
     """``NSE:NIFTY26NOV24500CE BUY 130``: what the trader recognises an order by."""
     ticker = record.contract.ticker if record.contract else record.symbol
@@ -183,6 +193,13 @@ class Outcomes:
             kind, severity = _NOTICE[status]
             self.notify_once(record, kind, title=f"{status.value} {describe(record)}", text=message,
                              severity=severity, fields={"strategy": record.strategy, "reason": reason})
+
+    def not_placed(self, record: OrderRecord, *, from_status: OrderStatus) -> None:
+        """FAILED ``NOT_PLACED``: absent from the book once nothing sent could still land, and too
+        old to place again. Told, since the trader may be waiting for it."""
+        self.finish(record, OrderStatus.FAILED, "NOT_PLACED", (
+            "Fyers did not book the order (absent from the book after every request could have landed), and the "
+            "signal is now too old to place again. Nothing is open at Fyers from this signal."), from_status=from_status)
 
     def apply_book(self, record: OrderRecord, view: BookView, current: OrderStatus, *,
                    announce: bool = False) -> OrderStatus:
@@ -236,37 +253,39 @@ class Outcomes:
         at once send one notice. When no channel took it, the mark is removed and the next
         sighting tries again.
         """
-        from google.api_core.exceptions import AlreadyExists
-
         now = self._clock()
-        ref = self._notice(record.order_id, kind)
-        try:
-            ref.create({"at": now, "by": self._by, "title": title}, timeout=self._timeout)
-        except AlreadyExists:
-            return False
-        result = self._notify(Notification(kind=kind, severity=severity, title=title, text=text,
-                                           order_id=record.order_id, fields=fields or {}, at=now))
-        channels = [getattr(result, name, None) for name in ("pubsub", "telegram", "webhook")]
-        if result is not None and all(c is not None and c.status != "sent" for c in channels):
-            ref.delete(timeout=self._timeout)  # nobody heard it: the next sighting tries again
-            return False
-        return True
+        return self.tell_once(self._notice(record.order_id, kind), {"at": now, "by": self._by, "title": title},
+                              Notification(kind=kind, severity=severity, title=title, text=text,
+                                           order_id=record.order_id, fields=fields or {}, at=now),
+                              retry_unheard=True)
 
     def notify_once_per_burst(self, kind: NotificationKind, *, title: str, text: str,
                               severity: Severity = Severity.INFO) -> bool:
         """Tell the trader once per five-minute bucket of this kind: one notice for a burst of
-        like outcomes (``notices/{kind}-{bucket}`` decides, with ``create()``). True when sent now."""
-        from google.api_core.exceptions import AlreadyExists
-
+        like outcomes (``notices/{kind}-{bucket}`` decides). True when sent now."""
         now = self._clock()
         local = now.astimezone(IST)
         bucket = f"{local:%Y%m%dT%H}{local.minute // BURST_MINUTES * BURST_MINUTES:02d}"
-        ref = self.store.db.collection(NOTICES).document(f"{kind.value}-{bucket}")
+        return self.tell_once(self.store.db.collection(NOTICES).document(f"{kind.value}-{bucket}"),
+                              {"at": now, "by": self._by, "title": title},
+                              Notification(kind=kind, severity=severity, title=title, text=text, at=now))
+
+    def tell_once(self, marker: Any, record: dict[str, Any], notification: Notification, *,
+                  retry_unheard: bool = False) -> bool:
+        """Send ``notification`` if creating the ``marker`` document with ``record`` succeeds: two
+        deliveries or two runs at once send it once. With ``retry_unheard``, a notice no channel
+        took removes its marker, so the next sighting tries again. True when sent now."""
+        from google.api_core.exceptions import AlreadyExists
+
         try:
-            ref.create({"at": now, "by": self._by, "title": title}, timeout=self._timeout)
+            marker.create(record, timeout=self._timeout)
         except AlreadyExists:
             return False
-        self._notify(Notification(kind=kind, severity=severity, title=title, text=text, at=now))
+        result = self._notify(notification)
+        channels = [getattr(result, name, None) for name in ("pubsub", "telegram", "webhook")]
+        if retry_unheard and result is not None and all(c is not None and c.status != "sent" for c in channels):
+            marker.delete(timeout=self._timeout)
+            return False
         return True
 
     def was_told(self, record: OrderRecord, kind: NotificationKind) -> bool:

@@ -60,7 +60,7 @@ from common.logs import get_logger, log_context
 from common.market import market_closed_reason
 from common.notify import Notification, NotificationKind, Severity
 from common.orders import Claim, OrderStore, queued_record
-from common.outcome import Book, BookView, Outcomes, describe, signal_deadline
+from common.outcome import Book, BookView, Outcomes, describe, landing_deadline, signal_deadline
 from common.placement import Plan, plan_order
 from common.ratelimit import RateLimitBudgetExceeded, SlidingWindowLimiter
 from common.records import (
@@ -177,11 +177,9 @@ def _process(command: OrderCommand, deps: WorkerDeps) -> None:
     if claim.outcome == "terminal":
         return _next_steps(job, deps)  # an earlier delivery settled it; its later steps may remain
     if claim.previous in (OrderStatus.PLACING, OrderStatus.UNKNOWN):
-        # A takeover: an earlier attempt may have reached Fyers, or may still. Its holder sent
-        # nothing after its lease ended, and what it sent may land for the landing bound more.
-        landing = timedelta(seconds=deps.settings.placement_landing_seconds)
-        broken = claim.previous_lease_until + landing if claim.previous_lease_until else None
-        may_land_until = max((t for t in (broken, claim.record.may_land_until) if t), default=now)
+        # A takeover: an earlier attempt may have reached Fyers, or may still.
+        may_land_until = landing_deadline(claim.previous_lease_until, claim.record.may_land_until, deps.settings,
+                                          default=now)
         if _settled_by_book(job, deps, may_land_until, current=OrderStatus.PLACING, request=None):
             return _next_steps(job, deps)
     _guard_and_place(job, deps)
@@ -310,7 +308,6 @@ def _intent_steps(job: _Job, alert: Alert, deps: WorkerDeps, now: datetime,
             return []
         if intent.kind == "EXIT" and names_one_contract(alert):
             # A position opened by hand: the broker's net position in the named contract decides.
-            job.record = job.record.model_copy(update={"step": {"effect": "CLOSE"}})
             return [(None, alert)]
         raise NoPosition(f"No position to close: {intent.reason}.")
     steps = _held_at_broker(job, deps, alert, instrument, intent.steps) if not dry_run else intent.steps
@@ -392,8 +389,10 @@ def _record_plan(job: _Job, plan: Plan, deps: WorkerDeps) -> None:
 
 def _next_steps(job: _Job, deps: WorkerDeps) -> None:
     """Place this order's later steps, in order, once it is settled; skip them if it did not go through."""
-    for child_id in job.record.children or []:
-        current = deps.store.get(job.record.order_id)
+    if not job.record.children:
+        return
+    current = deps.store.get(job.record.order_id)
+    for child_id in job.record.children:
         claim = deps.store.claim(child_id, worker_id=deps.worker_id, now=deps.clock(),
                                  lease=timedelta(seconds=deps.settings.lease_seconds))
         if claim.outcome != "claimed":
@@ -522,9 +521,7 @@ def _settled_by_book(job: _Job, deps: WorkerDeps, may_land_until: datetime, *, c
         if _found_in_book(job, deps, reason="BOOK_RECHECK", current=current, request=request):
             return True
     if deps.clock() > job.deadline:
-        job.outcomes.finish(job.record, OrderStatus.FAILED, "NOT_PLACED", (
-            "Fyers did not book the order (absent from the book after every request could have landed), and the "
-            "signal is now too old to place again. Nothing is open at Fyers from this signal."), from_status=current)
+        job.outcomes.not_placed(job.record, from_status=current)
         return True
     return False
 
@@ -650,7 +647,7 @@ def _priority(job: _Job) -> tuple[int, float]:
 
 
 def _ltp(ticker: str, job: _Job, deps: WorkerDeps) -> float:
-    """The last price, shared with the other deliveries asking for it (one quote a second)."""
+    """The last price, shared with the other deliveries asking for it (``deps.quotes``)."""
     return deps.quotes.ltp(ticker, lambda wanted: _quote(wanted, job, deps))
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Callable
 
 from common.broker.models import BrokerOrder
@@ -44,7 +44,15 @@ from common.ledger import Ledger
 from common.logs import get_logger
 from common.notify import Notification, NotificationKind, Notifier, Severity
 from common.orders import OrderStore
-from common.outcome import FINAL_NAMES, Book, BookView, Outcomes, describe, signal_deadline
+from common.outcome import (
+    FINAL_NAMES,
+    Book,
+    BookView,
+    Outcomes,
+    describe,
+    landing_deadline,
+    signal_deadline,
+)
 from common.records import OrderEvent, OrderRecord, OrderStatus, ist_day
 from common.settings import Settings
 
@@ -141,10 +149,8 @@ class _Run:
             after = self.outcomes.apply_book(record, view, status, announce=True)
             self.outcome["placed" if after == OrderStatus.PLACED else "rejected"].append(record.order_id)
             return
-        landing = timedelta(seconds=self.deps.settings.placement_landing_seconds)
-        broken = record.lease_until + landing if record.lease_until else None
-        may_land_until = max((t for t in (broken, record.may_land_until) if t), default=self.now)
-        if self.now < may_land_until:
+        if self.now < landing_deadline(record.lease_until, record.may_land_until, self.deps.settings,
+                                       default=self.now):
             self.outcome["landing"].append(record.order_id)
         elif self.now < signal_deadline(record.alert_time, record.received_at, self.deps.settings):
             self.deps.store.transition(record.order_id, OrderStatus.QUEUED, now=self.now, by=BY, from_status=status,
@@ -153,9 +159,7 @@ class _Run:
                                                "signal is fresh: released for the next delivery to place.")
             self.outcome["released"].append(record.order_id)
         else:
-            self.outcomes.finish(record, OrderStatus.FAILED, "NOT_PLACED", (
-                "Fyers did not book the order (absent from the book after every request could have landed), and "
-                "the signal is too old to place now. Nothing is open at Fyers from this signal."), from_status=status)
+            self.outcomes.not_placed(record, from_status=status)
             self.outcome["not_placed"].append(record.order_id)
 
     def _unqueued(self, record: OrderRecord) -> None:
@@ -191,22 +195,17 @@ class _Run:
                                   fields={"broker_order_ids": ", ".join(own.ids + ids)})
 
     def unrecorded(self, tag: str, rows: list[BrokerOrder]) -> None:
-        from google.api_core.exceptions import AlreadyExists
-
         first = rows[0]
         seen = {"tag": tag, "broker_order_ids": [o.id for o in rows], "symbol": first.symbol,
                 "status": first.status_name, "qty": first.qty}
         self.outcome["unrecorded"].append(seen)
-        ref = self.deps.store.db.collection(ANOMALIES).document(f"UNRECORDED_AT_BROKER-{tag}")
-        try:
-            ref.create({**seen, "kind": "UNRECORDED_AT_BROKER", "seen_at": self.now}, timeout=self.deps.timeout)
-        except AlreadyExists:
-            return
-        self.deps.notifier.send(Notification(
-            kind=NotificationKind.UNRECORDED_AT_BROKER, severity=Severity.CRITICAL,
-            title=f"UNRECORDED AT FYERS {first.symbol} {first.qty}", at=self.now, fields={"tag": tag},
-            text=(f"Fyers holds order(s) {', '.join(seen['broker_order_ids'])} with our tag format and no record "
-                  "here. Check the Fyers positions: it may be an order placed twice.")))
+        self.outcomes.tell_once(
+            self.deps.store.db.collection(ANOMALIES).document(f"UNRECORDED_AT_BROKER-{tag}"),
+            {**seen, "kind": "UNRECORDED_AT_BROKER", "seen_at": self.now},
+            Notification(kind=NotificationKind.UNRECORDED_AT_BROKER, severity=Severity.CRITICAL,
+                         title=f"UNRECORDED AT FYERS {first.symbol} {first.qty}", at=self.now, fields={"tag": tag},
+                         text=(f"Fyers holds order(s) {', '.join(seen['broker_order_ids'])} with our tag format and "
+                               "no record here. Check the Fyers positions: it may be an order placed twice.")))
 
     def _still(self, record: OrderRecord) -> bool:
         """Whether the order still has the status we read (a worker may have moved it since)."""
