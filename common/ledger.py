@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from common.records import IST, OrderRecord
 
@@ -45,13 +45,17 @@ class Leg(_Doc):
     ticker: str
     side: Side
     quantity: int  # units
-    lots: int
     lot_size: int = 1
     avg_price: float
     product: str
     option_type: str | None = None  # CE/PE for options: how the leg expresses the strategy's view
     orders: list[str] = Field(default_factory=list)
     opened_at: datetime
+
+    @computed_field  # type: ignore[prop-decorator]  # stored too, so the console shows it
+    @property
+    def lots(self) -> int:
+        return self.quantity // (self.lot_size or 1)
 
     @property
     def exposure(self) -> int:
@@ -185,7 +189,7 @@ class Ledger:
         def change(position: Position, closed: list[Trade]) -> None:
             position.in_flight = [f for f in position.in_flight if f.order_id != record.order_id] + [item]
 
-        self._change(record, now, change)
+        self._change(record.strategy, instrument_of(record), record.order_id, now, change)
 
     def filled(self, record: OrderRecord, *, filled_qty: int, avg_price: float | None, final: bool,
                now: datetime) -> Effect | None:
@@ -213,63 +217,55 @@ class Ledger:
             if final:
                 position.in_flight = [f for f in position.in_flight if f.order_id != record.order_id]
 
-        self._change(record, now, change)
+        self._change(record.strategy, instrument_of(record), record.order_id, now, change)
         return effects[0] if effects else None
 
     def not_at_broker(self, strategy: str | None, instrument: str, ticker: str, quantity: int, *,
                       order_id: str, now: datetime) -> None:
         """Drop ``quantity`` of a leg that Fyers no longer holds (closed outside the router), and
         say so in ``adjustments``: an exit must never sell what is not there."""
-        from google.cloud import firestore
 
-        ref = self._ref(strategy, instrument)
-
-        @firestore.transactional
-        def attempt(transaction: Any) -> None:
-            snap = ref.get(transaction=transaction, timeout=self._timeout)
-            if not snap.exists:
-                return
-            position = Position.model_validate(snap.to_dict())
+        def change(position: Position, closed: list[Trade]) -> None:
             left = quantity
             for leg in position.legs:
                 if leg.ticker == ticker and left:
                     gone = min(left, leg.quantity)
                     leg.quantity -= gone
-                    leg.lots = leg.quantity // (leg.lot_size or 1)
                     left -= gone
             position.legs = [g for g in position.legs if g.quantity > 0]
             position.adjustments.append({"at": now, "ticker": ticker, "quantity": quantity - left, "order_id": order_id,
                                          "why": "Fyers does not hold it: closed outside the router"})
-            position.updated_at = now
-            transaction.set(ref, position.model_dump(mode="python"))
 
-        attempt(self._db.transaction())
+        self._change(strategy, instrument, order_id, now, change, create=False)
 
     # --- internals ----------------------------------------------------------------
 
     def _ref(self, strategy: str | None, instrument: str) -> Any:
         return self._db.collection(POSITIONS).document(position_id(strategy, instrument))
 
-    def _change(self, record: OrderRecord, now: datetime,
-                change: Callable[[Position, list[Trade]], None]) -> None:
+    def _change(self, strategy: str | None, instrument: str, order_id: str, now: datetime,
+                change: Callable[[Position, list[Trade]], None], *, create: bool = True) -> None:
+        """Run ``change`` on the position in a transaction, with the trades it closes (a position
+        not yet recorded is made, unless ``create`` is off)."""
         from google.cloud import firestore
 
-        instrument = instrument_of(record)
-        ref = self._ref(record.strategy, instrument)
+        ref = self._ref(strategy, instrument)
         trades = self._db.collection(TRADES)
 
         @firestore.transactional
         def attempt(transaction: Any) -> None:
             snap = ref.get(transaction=transaction, timeout=self._timeout)
+            if not snap.exists and not create:
+                return
             position = (Position.model_validate(snap.to_dict()) if snap.exists
-                        else Position(strategy=record.strategy or NO_STRATEGY, instrument=instrument))
+                        else Position(strategy=strategy or NO_STRATEGY, instrument=instrument))
             closed: list[Trade] = []
             change(position, closed)
             position.updated_at = now
             transaction.set(ref, position.model_dump(mode="python"))
             for trade in closed:
                 # Unique per closing: fills_counted already makes each fill count once.
-                trade_id = f"{trade.day}__{ref.id}__{record.order_id}__{uuid.uuid4().hex[:6]}"
+                trade_id = f"{trade.day}__{ref.id}__{order_id}__{uuid.uuid4().hex[:6]}"
                 transaction.set(trades.document(trade_id), trade.model_dump(mode="python"))
 
         attempt(self._db.transaction())
@@ -298,19 +294,17 @@ class Ledger:
                 day=now.astimezone(IST).date().isoformat(), entry_orders=leg.orders, exit_order=record.order_id))
             position.realised_pnl = round(position.realised_pnl + pnl, 2)
             leg.quantity -= closed
-            leg.lots = leg.quantity // lot_size
             remaining -= closed
         position.legs = [g for g in position.legs if g.quantity > 0]
         if remaining:
             opening_side: Side = "LONG" if side == 1 else "SHORT"
             leg = next((g for g in position.legs if g.ticker == contract.ticker and g.side == opening_side), None)
             if leg is None:
-                leg = Leg(ticker=contract.ticker, side=opening_side, quantity=0, lots=0, lot_size=lot_size,
+                leg = Leg(ticker=contract.ticker, side=opening_side, quantity=0, lot_size=lot_size,
                           avg_price=0.0, product=record.product, option_type=option_type, opened_at=now)
                 position.legs.append(leg)
             leg.avg_price = round((leg.avg_price * leg.quantity + price * remaining) / (leg.quantity + remaining), 4)
             leg.quantity += remaining
-            leg.lots = leg.quantity // lot_size
             if record.order_id not in leg.orders:
                 leg.orders.append(record.order_id)
             opened.append((contract.ticker, remaining))
