@@ -8,7 +8,10 @@ order cannot do without. So the reads around it are shared:
   one quote of the index per second, not one per alert.
 * :class:`SharedBook`: after placing, an order's fills and an asynchronous RMS
   rejection are read from one read of the whole order book, which serves every
-  order that asked for it while it was being gathered (and none reads alone).
+  order that asked for it while it was being gathered (and none reads alone). A
+  read gathers for ``gather`` seconds, or until ``batch`` orders have joined it:
+  in a burst it goes as soon as a batch is ready, and at a steady trickle one read
+  still serves many orders.
 
 Both are thread-safe. The reads themselves go through the caller's function, so
 they count against the same pacer as placements.
@@ -33,6 +36,8 @@ class _Flight(Generic[T]):
     value: T | None = None
     error: BaseException | None = None
     reading: bool = False  # once the read has begun, later askers start a new flight
+    askers: int = 1
+    full: threading.Event = field(default_factory=threading.Event)  # ``batch`` askers have joined
 
 
 class QuoteCache:
@@ -71,21 +76,22 @@ class QuoteCache:
 
 
 class SharedBook(Generic[T]):
-    """One read of the order book for every order that asks within ``gather`` seconds."""
+    """One read of the order book for every order that asks within ``gather`` seconds (or
+    until ``batch`` have asked)."""
 
-    def __init__(self, gather: float, *, sleep: Callable[[float], None] = time.sleep,
+    def __init__(self, gather: float, *, batch: int | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._gather = gather
-        self._sleep = sleep
+        self._batch = batch
         self._clock = clock
         self._lock = threading.Lock()
         self._flight: _Flight[T] | None = None
 
     def read(self, fetch: Callable[[], T], timeout: float) -> T | None:
-        """The book, read at least ``gather`` seconds after the first asker of this read arrived;
-        None for an asker whose shared read failed or came later than ``timeout``. Askers never
-        read on their own: in a burst that would multiply the very requests this saves, and the
-        reconcile job reads the book anyway."""
+        """The book, read ``gather`` seconds after the first asker of this read arrived, or once
+        ``batch`` askers have joined; None for an asker whose shared read failed or came later
+        than ``timeout``. Askers never read on their own: in a burst that would multiply the
+        very requests this saves, and the reconcile job reads the book anyway."""
         with self._lock:
             flight = self._flight
             if flight is None or flight.reading:
@@ -93,11 +99,14 @@ class SharedBook(Generic[T]):
                 leader = True
             else:
                 leader = False
+                flight.askers += 1
+                if self._batch is not None and flight.askers >= self._batch:
+                    flight.full.set()
         if not leader:
             if not flight.done.wait(timeout) or flight.error is not None:
                 return None
             return flight.value
-        self._sleep(self._gather)  # let the rest of the burst join this read
+        flight.full.wait(self._gather)  # let the rest of the burst join this read
         with self._lock:
             flight.reading = True
         try:

@@ -110,12 +110,17 @@ class WorkerDeps:
     worker_id: str
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     sleep: Callable[[float], None] = time.sleep
-    # Reads shared by the deliveries in flight in this instance (common/shared_reads.py). A
-    # quote serves for 2 s (ATM moves a strike in far longer), and one book read serves the
-    # orders placed within 3 s of each other: at 2 alerts a second that keeps the whole cost
-    # near 1.4 requests an order, under the 190/min pace (measured: make bench).
-    quotes: QuoteCache = field(default_factory=lambda: QuoteCache(ttl=2.0))
-    book: SharedBook[list[BrokerOrder]] = field(default_factory=lambda: SharedBook(gather=3.0))
+    # Reads shared by the deliveries in flight in this instance (common/shared_reads.py), so
+    # that the placements get the broker's budget:
+    # - a quote serves for 5 s: its one use is the ATM strike, and strikes are 50 or 100 points
+    #   apart, so it picks another strike only when the index sits within its last 5 s move of
+    #   a midpoint between two strikes;
+    # - one book read serves the orders placed within 6 s of each other, or the next 18 (two
+    #   seconds of placements at full pace), whichever comes first: an RMS rejection is known
+    #   within seconds, and a steady 2 alerts a second costs under 1.2 requests an order
+    #   (measured: make bench).
+    quotes: QuoteCache = field(default_factory=lambda: QuoteCache(ttl=5.0))
+    book: SharedBook[list[BrokerOrder]] = field(default_factory=lambda: SharedBook(gather=6.0, batch=18))
 
 
 @dataclass

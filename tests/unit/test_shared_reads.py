@@ -125,3 +125,23 @@ def test_when_the_shared_read_fails_the_others_do_not_read_on_their_own():
         t.join()
 
     assert len(reads) == 1 and sorted(map(str, results)) == ["None"] * 4 + ["leader failed"]
+
+
+def test_a_book_read_goes_as_soon_as_its_batch_has_joined():
+    book: SharedBook[list[str]] = SharedBook(gather=30.0, batch=4)
+    reads: list[int] = []
+
+    def fetch() -> list[str]:
+        reads.append(1)
+        return ["row"]
+
+    results: list[list[str] | None] = []
+    threads = [threading.Thread(target=lambda: results.append(book.read(fetch, timeout=5))) for _ in range(4)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    # Far sooner than the 30 s gather: the fourth asker filled the batch.
+    assert results == [["row"]] * 4 and len(reads) == 1 and time.monotonic() - started < 5
