@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 # How often a caller re-checks when the windows are full of calls still in flight, or it is
 # not yet its turn.
@@ -34,6 +36,37 @@ class RateLimitBudgetExceeded(Exception):
         super().__init__(f"next broker slot in {wait:.2f} s, behind {ahead} caller(s)")
         self.wait = wait
         self.ahead = ahead
+
+
+@dataclass(frozen=True)
+class RecentCalls:
+    """What a limiter's windows hold: how long ago each call of the last minute was answered, in
+    seconds, and how many calls are in flight."""
+
+    answered_ago: tuple[float, ...]
+    in_flight: int
+
+
+class CallWindows(Protocol):
+    """A limiter's windows, as a :class:`SendGate` sees them."""
+
+    def recent(self) -> RecentCalls: ...
+
+    def seed(self, answered_ago: Iterable[float]) -> None: ...
+
+    def most_sends_within(self, seconds: float) -> int: ...
+
+
+class SendGate(Protocol):
+    """Whether this instance may call the broker at all, asked before each call besides the windows."""
+
+    def tend(self, windows: CallWindows) -> None:
+        """Start whatever keeps or wins the permission, without waiting for it. Called outside the
+        limiter's lock before each check of a waiting caller."""
+
+    def wait_needed(self) -> float:
+        """0 if a call may be sent now, else the seconds before it is worth asking again. From
+        memory only: called under the limiter's lock."""
 
 
 class SlidingWindowLimiter:
@@ -50,11 +83,11 @@ class SlidingWindowLimiter:
     bunched up. Callers waiting for a slot take it in ``priority`` order (lowest
     first; the worker ranks exits before entries, then the oldest signal first),
     and in arrival order among equals. Thread-safe; use :meth:`call` around each
-    broker request.
+    broker request. With a ``gate``, a call is sent only when the gate allows it too.
     """
 
     def __init__(self, per_second: int, per_minute: int, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, gate: SendGate | None = None) -> None:
         self._limits = ((1.0, per_second), (60.0, per_minute))
         self._answered: list[float] = []  # when each call of the last minute was answered
         self._in_flight = 0
@@ -64,6 +97,7 @@ class SlidingWindowLimiter:
         self._lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
+        self._gate = gate
 
     def _wait_needed(self, now: float) -> float:
         self._answered = [t for t in self._answered if now - t < 60.0]
@@ -107,11 +141,15 @@ class SlidingWindowLimiter:
     def _acquire(self, max_wait: float, ticket: tuple[Any, ...]) -> float:
         waited = 0.0
         while True:
+            if self._gate is not None:
+                self._gate.tend(self)
             with self._lock:
                 now = self._clock()
                 wait = self._wait_needed(now)
                 if self._waiting[0] != ticket:  # another caller goes first
                     wait = max(wait, _IN_FLIGHT_POLL)
+                if self._gate is not None:
+                    wait = max(wait, self._gate.wait_needed())
                 if wait <= 0:
                     heapq.heappop(self._waiting)
                     self._in_flight += 1
@@ -123,3 +161,19 @@ class SlidingWindowLimiter:
                 raise RateLimitBudgetExceeded(wait, ahead)
             self._sleep(wait)
             waited += wait
+
+    def recent(self) -> RecentCalls:
+        """The calls now in the windows, for another instance that may take over the pace."""
+        with self._lock:
+            now = self._clock()
+            return RecentCalls(tuple(now - t for t in self._answered if now - t < 60.0), self._in_flight)
+
+    def seed(self, answered_ago: Iterable[float]) -> None:
+        """Count calls sent by another instance, each as answered that many seconds ago."""
+        with self._lock:
+            now = self._clock()
+            self._answered.extend(now - ago for ago in answered_ago if ago < 60.0)
+
+    def most_sends_within(self, seconds: float) -> int:
+        """The most calls this limiter can send in ``seconds`` (its sends are spaced ``1/per_second``)."""
+        return math.floor(max(0.0, seconds) * self._limits[0][1]) + 1

@@ -76,7 +76,7 @@ def _notifier(settings: Settings, secrets: "SecretStore") -> "Notifier":
 
 
 def worker_deps(settings: Settings, environ: Mapping[str, str]) -> "WorkerDeps":
-    """The order worker's parts: Firestore, the secret store, the broker, the symbol master."""
+    """The order worker's parts: Firestore, the secret store, the broker (paced, under the pacer lease), the symbol master."""
     import uuid
     from datetime import timedelta
 
@@ -86,6 +86,7 @@ def worker_deps(settings: Settings, environ: Mapping[str, str]) -> "WorkerDeps":
     from common.controls import ControlsReader
     from common.ledger import Ledger
     from common.master_store import MasterRepository
+    from common.pacer_lease import FirestorePacerStore, PacerLease
     from common.ratelimit import SlidingWindowLimiter
     from common.secrets import make_secret_store
     from common.session import SessionStore, TokenReader
@@ -97,6 +98,9 @@ def worker_deps(settings: Settings, environ: Mapping[str, str]) -> "WorkerDeps":
     tokens = TokenReader(secrets, ttl_seconds=settings.token_cache_seconds, wall_clock=clock)
     sessions = SessionStore(db, timeout=settings.worker_firestore_timeout)
     masters = MasterRepository(db, make_artifact_store(settings), check_seconds=settings.master_check_seconds)
+    worker_id = f"{environ.get('K_REVISION', 'local')}-{uuid.uuid4().hex[:6]}"
+    # Only the holder of the pacer lease calls Fyers, should Cloud Run run two instances.
+    pacer = PacerLease(FirestorePacerStore(db, timeout=settings.worker_firestore_timeout), worker_id, clock=clock)
     return WorkerDeps(
         settings=settings,
         store=OrderStore(db, timeout=settings.worker_firestore_timeout),
@@ -109,9 +113,9 @@ def worker_deps(settings: Settings, environ: Mapping[str, str]) -> "WorkerDeps":
         invalidate_token=tokens.invalidate,
         needs_login=lambda reason, now: sessions.mark_needs_login("TOKEN_DEAD", reason, now),
         notify=_notifier(settings, secrets).send,
-        limiter=SlidingWindowLimiter(settings.orders_per_second, settings.orders_per_minute),
+        limiter=SlidingWindowLimiter(settings.orders_per_second, settings.orders_per_minute, gate=pacer),
         ledger=Ledger(db, timeout=settings.worker_firestore_timeout),
-        worker_id=f"{environ.get('K_REVISION', 'local')}-{uuid.uuid4().hex[:6]}",
+        worker_id=worker_id,
         clock=clock,
     )
 
