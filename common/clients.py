@@ -41,12 +41,11 @@ def firestore_client(project: str) -> Any:
 
 
 def publisher_client() -> Any:
-    """A Pub/Sub publisher that sends each message at once rather than waiting to batch."""
+    """A Pub/Sub publisher client (the emulator when PUBSUB_EMULATOR_HOST is set). Its batching
+    is not used: :class:`common.pubsub.Publisher` sends each message in a request of its own."""
     from google.cloud import pubsub_v1
 
-    # A webhook publishes one message per request; the default 10 ms batching delay
-    # is pure latency here.
-    return pubsub_v1.PublisherClient(batch_settings=pubsub_v1.types.BatchSettings(max_messages=1))
+    return pubsub_v1.PublisherClient()
 
 
 def bounded_retry(deadline: float) -> Any:
