@@ -14,6 +14,11 @@ for a moment in a pending queue while an instance frees up, where this answers 4
 once; and the local process is one instance however many are allowed, so its
 ``concurrency x max_instances`` requests run in one process.
 
+Run as a program (the local stack's worker, the benchmark's webhook), it serves the function
+with the server Cloud Run runs it on: functions-framework's production server, gunicorn with
+one worker process and a pool of threads (:func:`serve_as_deployed`). :func:`serve`, a
+werkzeug server on a thread, is for tests that serve an app inside their own process.
+
 :data:`WORKER` and :data:`WEBHOOK` are those functions' shapes exactly as
 ``deploy/deploy.sh`` deploys them by default (``tests/deploy`` checks that they agree).
 
@@ -105,12 +110,30 @@ def function_app(target: str, source: str, signature_type: str, shape: Shape) ->
 
 
 def serve(app: Any, host: str, port: int) -> Any:
-    """A threaded server for ``app`` (a thread per connection: admission is the only limit)."""
+    """A threaded server for ``app``, to run on a thread of the caller's process (a thread per
+    connection: admission is the only limit)."""
     from werkzeug.serving import make_server
 
     # An access line per request would drown the function's own logs.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     return make_server(host, port, app, threaded=True)
+
+
+def serve_as_deployed(app: Any, host: str, port: int, shape: Shape) -> None:
+    """Serve ``app`` until stopped, as Cloud Run serves a function: with functions-framework's
+    production server (what its ``functions-framework`` command runs, and what the local stack
+    runs the other functions with), gunicorn's threaded worker in a process forked from this one.
+
+    Not werkzeug's development server: it starts a thread for every connection (TradingView
+    sends each alert on a new one), which on a machine shared with the emulators made the
+    benchmarked webhook slower, in CPU per alert and in latency, than the deployed one.
+    """
+    from functions_framework._http import create_server
+
+    # Deployed, an instance runs THREADS = its concurrency. Here one process stands for all the
+    # instances, and Admission, not the pool, must be the limit: a request beyond the capacity
+    # has to reach it to be refused, so the pool holds as many threads again.
+    create_server(app, False, threads=2 * shape.capacity).run(host, port)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -131,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     app = function_app(args.target, args.source, args.signature_type, shape)
     print(f"{args.target} on http://{args.host}:{args.port}: at most {shape.concurrency} requests x "
           f"{shape.max_instances} instance(s) in flight, 429 beyond", flush=True)
-    serve(app, args.host, args.port).serve_forever()
+    serve_as_deployed(app, args.host, args.port, shape)
 
 
 if __name__ == "__main__":
