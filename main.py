@@ -53,7 +53,7 @@ _worker = Lazy(lambda: runtime.worker_deps(_settings.get(), os.environ))
 
 @functions_framework.cloud_event
 def order_worker(cloud_event):
-    """Order command in, one Fyers order out. See functions/order_worker.py.
+    """Order command in, one Fyers order out. See functions/order_worker/.
 
     Raising (a retryable failure, order released to QUEUED) makes Pub/Sub redeliver.
     """

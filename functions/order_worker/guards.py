@@ -1,0 +1,64 @@
+"""The guards an order passes before it is planned and placed: age, kill switch, market
+hours, allowed symbols, the daily limit, the circuit breaker."""
+
+from __future__ import annotations
+
+from common.alert import Alert
+from common.errors import BrokerError, RouterError
+from common.market import market_closed_reason
+from common.ratelimit import RateLimitBudgetExceeded
+from common.records import OrderStatus, ist_day
+from functions.order_worker.deps import Job, WorkerDeps
+from functions.order_worker.endings import broker_failure, finish, out_of_time
+from functions.order_worker.placing import describe_request, place
+from functions.order_worker.position import intent_steps, plan_step, record_plan
+
+
+def guard_and_place(job: Job, deps: WorkerDeps) -> None:
+    settings, now = deps.settings, deps.clock()
+    alert = Alert.model_validate(job.command.alert)
+    if now > job.deadline:
+        age = (now - job.deadline).total_seconds() + settings.max_order_age_seconds
+        return finish(job, deps, OrderStatus.EXPIRED, "STALE",
+                      f"The signal is {age:.0f} s old (limit {settings.max_order_age_seconds} s); not placed.")
+    controls = deps.controls.get()
+    if not controls.trading_enabled:
+        return finish(job, deps, OrderStatus.BLOCKED, "KILL_SWITCH",
+                      "Trading is switched off (system/controls.trading_enabled is false).")
+    dry_run = settings.dry_run or controls.dry_run or alert.dry_run
+    if settings.enforce_market_hours and not dry_run:
+        closed = market_closed_reason(now, open_at=settings.market_open, close_at=settings.market_close,
+                                      holidays=settings.market_holidays)
+        if closed:
+            return finish(job, deps, OrderStatus.BLOCKED, "MARKET_CLOSED", closed)
+    if not settings.symbol_allowed(alert.underlying, alert.symbol):
+        return finish(job, deps, OrderStatus.REJECTED, "NOT_ALLOWED", f"{alert.symbol} is not in the allowed symbols.")
+    placed_today = deps.store.count_day(ist_day(now), [OrderStatus.PLACED, OrderStatus.UNKNOWN])
+    if placed_today >= settings.max_orders_per_day and not dry_run:
+        return finish(job, deps, OrderStatus.REJECTED, "DAILY_LIMIT",
+                      f"{placed_today} orders placed today: the daily limit is {settings.max_orders_per_day}.")
+    if not dry_run and (open_until := deps.breaker.open_until(now)):
+        return finish(job, deps, OrderStatus.BLOCKED, "BREAKER_OPEN",
+                      f"Broker calls paused after repeated failures, until {open_until:%H:%M:%S} UTC.")
+
+    max_lots = min(settings.max_lots_per_alert, controls.max_lots or settings.max_lots_per_alert)
+    try:
+        steps = intent_steps(job, alert, deps, now, dry_run)
+        if not steps:
+            return
+        step, step_alert = steps[0]
+        plan = plan_step(job, step, step_alert, deps, now, max_lots)
+    except BrokerError as exc:
+        return broker_failure(job, deps, exc)
+    except RateLimitBudgetExceeded as exc:
+        return out_of_time(job, deps, exc)
+    except RouterError as exc:
+        return finish(job, deps, OrderStatus.REJECTED, exc.code, exc.message)
+    record_plan(job, plan, deps)
+
+    if dry_run:
+        return finish(job, deps, OrderStatus.DRY_RUN, "DRY_RUN",
+                      f"Dry run: would send {describe_request(plan.request)}.",
+                      fields={"broker_request": plan.request.to_fyers()}, notify=False)
+    place(job, plan.request, deps)
+
