@@ -150,6 +150,8 @@ class PacerLease:
         self._version: Any = None
         self._next: datetime | None = None  # no Firestore work before then (None: whenever asked)
         self._busy = False
+        self._blocked_by: str | None = None  # the other holder we wait for
+        self._store_failed = False  # the last Firestore call failed
 
     def tend(self, windows: CallWindows) -> None:
         """Renew the lease, or try to take it, in the background when it is time to."""
@@ -175,6 +177,16 @@ class PacerLease:
                 return _POLL
             return max(_POLL, (self._next - now).total_seconds())
 
+    def why_closed(self) -> str:
+        with self._lock:
+            if self._store_failed:
+                return ("Firestore could not be reached to confirm this instance's pacer lease, and without it "
+                        "no call to Fyers is safe from breaching its rate limit")
+            if self._blocked_by is not None:
+                return (f"another worker instance ({self._blocked_by}) held the pacer lease: Cloud Run was running "
+                        "two, and only one may call Fyers at a time")
+            return "the pacer lease was still being taken"
+
     def _keep(self, windows: CallWindows) -> None:
         with self._lock:
             held, version = self._until is not None, self._version
@@ -192,6 +204,7 @@ class PacerLease:
                         exc_info=True)
             with self._lock:
                 self._next = self._clock() + self._retry
+                self._store_failed = True
         finally:
             with self._lock:
                 self._busy = False
@@ -205,6 +218,7 @@ class PacerLease:
             if now < free_at:
                 with self._lock:
                     self._next = free_at
+                    self._blocked_by, self._store_failed = current.holder, False
                 return
             since = (now - current.written_at).total_seconds()
             ended = (now - current.until).total_seconds()
@@ -230,3 +244,4 @@ class PacerLease:
             self._until = record.until
             self._version = new_version
             self._next = now + self._renew
+            self._blocked_by, self._store_failed = None, False

@@ -38,6 +38,15 @@ class RateLimitBudgetExceeded(Exception):
         self.ahead = ahead
 
 
+class SendGateClosed(RateLimitBudgetExceeded):
+    """The windows had room, but the gate (the pacer lease) did not open in time; ``why`` says
+    why, in the trader's words."""
+
+    def __init__(self, wait: float, ahead: int, why: str) -> None:
+        super().__init__(wait, ahead)
+        self.why = why
+
+
 @dataclass(frozen=True)
 class RecentCalls:
     """What a limiter's windows hold: how long ago each call of the last minute was answered, in
@@ -67,6 +76,9 @@ class SendGate(Protocol):
     def wait_needed(self) -> float:
         """0 if a call may be sent now, else the seconds before it is worth asking again. From
         memory only: called under the limiter's lock."""
+
+    def why_closed(self) -> str:
+        """Why no call may be sent now, for a caller that cannot wait for it."""
 
 
 class SlidingWindowLimiter:
@@ -148,8 +160,8 @@ class SlidingWindowLimiter:
                 wait = self._wait_needed(now)
                 if self._waiting[0] != ticket:  # another caller goes first
                     wait = max(wait, _IN_FLIGHT_POLL)
-                if self._gate is not None:
-                    wait = max(wait, self._gate.wait_needed())
+                gate_wait = self._gate.wait_needed() if self._gate is not None else 0.0
+                wait = max(wait, gate_wait)
                 if wait <= 0:
                     heapq.heappop(self._waiting)
                     self._in_flight += 1
@@ -158,6 +170,8 @@ class SlidingWindowLimiter:
             if waited + wait > max_wait:
                 with self._lock:
                     ahead = sum(1 for other in self._waiting if other < ticket)
+                if self._gate is not None and gate_wait >= wait:
+                    raise SendGateClosed(wait, ahead, self._gate.why_closed())
                 raise RateLimitBudgetExceeded(wait, ahead)
             self._sleep(wait)
             waited += wait

@@ -8,7 +8,7 @@ from typing import Any
 from common.errors import BrokerError, BrokerRejected, BrokerTransient, RateLimited, TokenDead
 from common.logs import get_logger
 from common.notify import NotificationKind, Severity
-from common.ratelimit import RateLimitBudgetExceeded
+from common.ratelimit import RateLimitBudgetExceeded, SendGateClosed
 from common.records import OrderStatus
 from functions.order_worker.broker_calls import elapsed_ms
 from functions.order_worker.deps import Job, Retry, WorkerDeps
@@ -37,15 +37,20 @@ def broker_failure(job: Job, deps: WorkerDeps, exc: BrokerError, *, started: flo
 
 
 def out_of_time(job: Job, deps: WorkerDeps, exc: RateLimitBudgetExceeded) -> None:
-    """No broker slot before the signal grows too old: EXPIRED, saying what it waited behind.
-    The trader hears of it once per burst, not once per order: each is in the console."""
+    """No broker slot before the signal grows too old: EXPIRED, saying what it waited behind
+    (Fyers' rate limit, or the pacer lease). The trader hears of it once per burst, not once
+    per order: each is in the console."""
     settings = deps.settings
-    message = (f"Not placed: it waited behind {exc.ahead} order(s) for Fyers' rate limit "
-               f"({settings.orders_per_second}/s, {settings.orders_per_minute}/min), and the signal would be over "
-               f"{settings.max_order_age_seconds} s old by its turn.")
-    finish(job, deps, OrderStatus.EXPIRED, "RATE_BUDGET", message, notify=False)
-    job.outcomes.notify_once_per_burst(NotificationKind.ORDER_EXPIRED, severity=Severity.WARNING,
-                                       title="Orders are expiring: Fyers' rate limit is the bottleneck",
+    age = f"the signal would be over {settings.max_order_age_seconds} s old by its turn."
+    if isinstance(exc, SendGateClosed):
+        reason, title = "PACER_LEASE", "Orders are expiring: no worker instance could take Fyers' pace"
+        message = f"Not placed: {exc.why}, and {age}"
+    else:
+        reason, title = "RATE_BUDGET", "Orders are expiring: Fyers' rate limit is the bottleneck"
+        message = (f"Not placed: it waited behind {exc.ahead} order(s) for Fyers' rate limit "
+                   f"({settings.orders_per_second}/s, {settings.orders_per_minute}/min), and {age}")
+    finish(job, deps, OrderStatus.EXPIRED, reason, message, notify=False)
+    job.outcomes.notify_once_per_burst(NotificationKind.ORDER_EXPIRED, severity=Severity.WARNING, title=title,
                                        text=f"{message} Every expired order is in the console with its reason; "
                                             "more expiries in this burst are not told one by one.")
 

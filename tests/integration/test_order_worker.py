@@ -333,3 +333,27 @@ def test_orders_that_cannot_get_a_broker_slot_in_time_expire_saying_why_and_the_
     assert len(sim_orders(sim)) == 1
     told = [json.loads(n.data)["kind"] for n in topics.pull(topics.notifications)]
     assert told.count("ORDER_EXPIRED") == 1
+
+
+def test_an_order_that_cannot_get_the_pacer_lease_in_time_expires_naming_the_other_instance(
+        worker_factory, queue, sim, firestore_db, topics):
+    from common.pacer_lease import FirestorePacerStore, PacerLease, PacerRecord
+    from common.ratelimit import SlidingWindowLimiter
+
+    deps = worker_factory()
+    store = FirestorePacerStore(firestore_db, timeout=5)
+    # Another instance of the worker (Cloud Run ran two) holds the lease for the next minute.
+    store.replace(PacerRecord(holder="worker-other", until=MARKET_NOW + timedelta(seconds=60),
+                              written_at=MARKET_NOW), None)
+    deps.limiter = SlidingWindowLimiter(deps.settings.orders_per_second, deps.settings.orders_per_minute,
+                                        gate=PacerLease(store, deps.worker_id, clock=deps.clock))
+    old = (MARKET_NOW - timedelta(seconds=50)).strftime("%Y-%m-%dT%H:%M:%S%z")  # 10 s of life left
+    message = queue(time=old)
+    handle(cloud_event(message), deps)
+
+    doc = order(firestore_db, order_id_of(message))
+    assert doc["status"] == "EXPIRED" and doc["reason"] == "PACER_LEASE"
+    assert "another worker instance (worker-other)" in doc["message"]
+    assert sim_orders(sim) == []
+    told = [json.loads(n.data) for n in topics.pull(topics.notifications)]
+    assert [n["kind"] for n in told] == ["ORDER_EXPIRED"]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from common.pacer_lease import HANDOVER_GAP, LEASE_SECONDS, STOP_MARGIN, PacerLease, PacerLost, PacerRecord
-from common.ratelimit import RateLimitBudgetExceeded, SlidingWindowLimiter
+from common.ratelimit import RateLimitBudgetExceeded, SendGateClosed, SlidingWindowLimiter
 
 EPOCH = datetime(2026, 11, 23, 4, 0, tzinfo=timezone.utc)
 LATENCY = 0.05  # each broker call takes this long to be answered
@@ -167,9 +167,10 @@ def test_without_firestore_an_instance_never_sends():
     t, store = FakeTime(), FakeStore()
     store.down = True
     a = Instance(t, store, "A")
-    with pytest.raises(RateLimitBudgetExceeded):
+    with pytest.raises(SendGateClosed) as refused:
         a.call(max_wait=5)
     assert a.sent == [] and t.now <= 5
+    assert "Firestore could not be reached" in refused.value.why
 
 
 def test_a_holder_whose_lapsed_lease_was_taken_sends_nothing_until_the_new_one_ends():
@@ -178,8 +179,8 @@ def test_a_holder_whose_lapsed_lease_was_taken_sends_nothing_until_the_new_one_e
     a.call()
     t.now = 12.0
     b.call(max_wait=0)  # A's lease lapsed at 10 s: B takes it
-    with pytest.raises(RateLimitBudgetExceeded):
+    with pytest.raises(SendGateClosed) as refused:
         a.call(max_wait=5)  # A's renewal finds B's record: A waits for B's lease to end
-    assert a.sent == [0.0]
+    assert a.sent == [0.0] and "another worker instance (B)" in refused.value.why
     a.call(max_wait=30)
     assert a.sent[-1] >= 12.0 + LEASE_SECONDS + HANDOVER_GAP
