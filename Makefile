@@ -13,7 +13,7 @@ stress:
 run:
 	bash deploy/local/run.sh
 
-# The burst benchmarks (about 6 minutes): JSON and a Markdown table in .local/bench/.
+# The burst benchmarks (about 9 minutes): JSON and a Markdown table in .local/bench/.
 bench: setup
 	.venv/bin/python -m tests.bench.bench_symbols
 	.venv/bin/python -W ignore -m tests.bench.run

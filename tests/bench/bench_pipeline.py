@@ -170,3 +170,90 @@ def _by_path(log: list[dict]) -> dict[str, int]:
         key = f"{entry['method']} {entry['path']}"
         counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+# --- the mixed burst: exits go before the entries still waiting ------------------------------
+
+MIXED_HOLDERS = 40  # strategies holding a NIFTY call, each of which sends an exit in the burst
+MIXED_NEWCOMERS = 120  # strategies entering in the same burst
+# An exit counts as waiting once its delivery has claimed the order and this long has passed
+# (its plan, the ledger and the position read come first).
+MIXED_GRACE_S = 0.5
+
+
+def position_alert(strategy: str, action: str, position: str, size: int, prev: str, prev_size: int) -> str:
+    """README template A (options bought on the index's signal), rendered as TradingView renders it."""
+    return json.dumps({"secret": SECRET, "strategy": strategy, "symbol": "NIFTY", "expiry": "WEEKLY",
+                       "strike": "ATM", "options": "buy", "action": action, "position": position,
+                       "position_size": size, "prev_position": prev, "prev_position_size": prev_size,
+                       "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+
+
+def _post(url: str, body: str) -> tuple[datetime, int, dict]:
+    sent = datetime.now(timezone.utc)
+    answer = requests.post(url, data=body, headers={"Content-Type": "text/plain"}, timeout=HTTP_TIMEOUT)
+    try:
+        return sent, answer.status_code, answer.json()
+    except ValueError:
+        return sent, answer.status_code, {}
+
+
+def run_mixed(*, webhook_url: str, sim: Any, delivery: Any, statuses: Callable[[list[str]], dict[str, str]],
+              claimed_at: Callable[[list[str]], dict[str, datetime]], quiet: float,
+              holders: int = MIXED_HOLDERS, newcomers: int = MIXED_NEWCOMERS) -> dict[str, Any]:
+    """Open ``holders`` positions, wait ``quiet`` s for a fresh broker budget, then send their
+    exits and ``newcomers`` entries at once, interleaved (three entries, one exit).
+
+    Judged on the simulator's log: an entry placed after an exit had been waiting
+    (claimed ``MIXED_GRACE_S`` before) and before that exit was placed jumped the queue."""
+    tag = f"mixed-{time.monotonic_ns()}"
+    holding = [f"{tag}-hold-{n}" for n in range(holders)]
+    opened = _send_all(webhook_url, [position_alert(s, "buy", "long", 1, "flat", 0) for s in holding])
+    _settle([a[2]["order_id"] for a in opened if a[1] == 200], statuses, delivery)
+    time.sleep(quiet)  # the positions' fills are read back meanwhile; Fyers' minute empties
+
+    exits = [position_alert(s, "sell", "flat", 0, "long", 1) for s in holding]
+    entries = [position_alert(f"{tag}-new-{n}", "buy", "long", 1, "flat", 0) for n in range(newcomers)]
+    mixed = [(kind, body) for n, exit_body in enumerate(exits)
+             for kind, body in (*(("entry", e) for e in entries[3 * n:3 * n + 3]), ("exit", exit_body))]
+    log_before = len(sim.requests)
+    started = time.monotonic()
+    answers = _send_all(webhook_url, [body for _, body in mixed])
+    kinds = {a[2].get("order_id"): kind for (kind, _), a in zip(mixed, answers) if a[1] == 200}
+    outcome = _settle(list(kinds), statuses, delivery)
+    placed_at = _placements(sim.requests[log_before:])
+    claimed = claimed_at([o for o, kind in kinds.items() if kind == "exit"])
+    exits_placed = {o: placed_at[o] for o, kind in kinds.items() if kind == "exit" and o in placed_at}
+    entries_placed = {o: placed_at[o] for o, kind in kinds.items() if kind == "entry" and o in placed_at}
+    jumped = {e for e, at in entries_placed.items() for x, x_at in exits_placed.items()
+              if x in claimed and (at - claimed[x]).total_seconds() > MIXED_GRACE_S and at < x_at}
+    last_exit = max(exits_placed.values(), default=None)
+    counts: dict[str, int] = {}
+    for status in outcome.values():
+        counts[status] = counts.get(status, 0) + 1
+    return {
+        "workload": f"mixed burst: {holders} exits and {newcomers} entries at once",
+        "send_seconds": round(time.monotonic() - started, 2), "accepted": len(kinds), "outcomes": counts,
+        "exits_placed": len(exits_placed), "entries_placed": len(entries_placed),
+        "entries_placed_before_last_exit": sum(1 for at in entries_placed.values() if last_exit and at < last_exit),
+        "entries_placed_ahead_of_a_waiting_exit": len(jumped),
+        "last_exit_after_first_placement_s": round((last_exit - min(placed_at.values())).total_seconds(), 2)
+        if last_exit else None,
+    }
+
+
+def _send_all(url: str, bodies: list[str]) -> list[tuple[datetime, int, dict]]:
+    with ThreadPoolExecutor(max_workers=BURST_SENDERS) as pool:
+        return list(pool.map(lambda body: _post(url, body), bodies))
+
+
+def _settle(order_ids: list[str], statuses: Callable[[list[str]], dict[str, str]], delivery: Any) -> dict[str, str]:
+    """Wait until every order has an outcome (or ``SETTLE_SECONDS``); their statuses."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    outcome: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        outcome = statuses(order_ids)
+        if all(outcome.get(o) in TERMINAL | {"SKIPPED"} for o in order_ids) and delivery.outstanding() == 0:
+            break
+        time.sleep(1.0)
+    return outcome

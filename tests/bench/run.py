@@ -5,13 +5,14 @@ second, 200 a minute) and the worker as Cloud Run will run it, fed by push deliv
 the deployed retry and dead-letter policy (tests/pipeline.py); the webhook runs in a
 process of its own, over HTTP, with its deployed concurrency. In
 order: the webhook's latency at 1, 10 and 50 in flight; each entry point's import and
-first request; the three workloads of :data:`tests.bench.bench_pipeline.WORKLOADS`, each
-after a quiet minute so that no 60 s window holds two; Firestore operations per accepted
-alert, counted at the client (tests/bench/firestore_ops.py).
+first request; the three workloads of :data:`tests.bench.bench_pipeline.WORKLOADS` and the
+mixed burst of exits and entries (:func:`tests.bench.bench_pipeline.run_mixed`), each after
+a quiet minute so that no 60 s window holds two; Firestore operations per accepted alert,
+counted at the client (tests/bench/firestore_ops.py).
 
 Run: ``python -m tests.bench.run [--out DIR] [--quick]`` (``--quick``: a small smoke
 run, for the test suite). Results go to ``DIR/bench-<time>.json`` and ``.md``
-(default ``.local/bench``) and the table to stdout. About 6 minutes.
+(default ``.local/bench``) and the table to stdout. About 9 minutes.
 """
 
 from __future__ import annotations
@@ -123,6 +124,19 @@ def bench(*, quick: bool = False) -> dict[str, Any]:
                 refs = [db.collection(ORDERS).document(o) for o in order_ids]
                 return {snap.id: (snap.to_dict() or {}).get("status") for snap in db.get_all(refs) if snap.exists}
 
+        def claimed_at(order_ids: list[str]) -> dict[str, datetime]:
+            """When a delivery first claimed each order (its first PLACING event)."""
+            from common.records import EVENTS, ORDERS
+
+            with counts.paused():
+                first: dict[str, datetime] = {}
+                for order_id in order_ids:
+                    events = db.collection(ORDERS).document(order_id).collection(EVENTS).stream()
+                    times = [e.get("at") for e in events if e.get("to_status") == "PLACING"]
+                    if times:
+                        first[order_id] = min(times)
+                return first
+
         # Its latency is measured on a topic no worker consumes: deployed, the webhook's instance
         # does not share its CPU with the worker settling each alert (the emulators it does share).
         create_topics(project, WEBHOOK_ONLY_TOPIC)
@@ -145,6 +159,13 @@ def bench(*, quick: bool = False) -> dict[str, Any]:
             report["workloads"].append(result)
             print(f"{workload.name}: placed {result['placed']}/{result['accepted']}, expired {result['expired']}, "
                   f"dead-lettered {result['dead_lettered']}", flush=True)
+        time.sleep(0 if quick else QUIET_SECONDS)
+        report["mixed"] = bench_pipeline.run_mixed(webhook_url=url, sim=sim, delivery=parts.delivery,
+                                                   statuses=statuses, claimed_at=claimed_at,
+                                                   **({"quiet": 5.0, "holders": 4, "newcomers": 12} if quick
+                                                      else {"quiet": QUIET_SECONDS}))
+        print(f"{report['mixed']['workload']}: {report['mixed']['entries_placed_ahead_of_a_waiting_exit']} "
+              "entries placed ahead of a waiting exit", flush=True)
         steady = report["workloads"][1]["firestore"]
         per_alert = {k: steady[f"{k}_per_accepted"] for k in PRICE_PER_100K}
         report["firestore_per_alert"] = {**per_alert, "workload": report["workloads"][1]["workload"],
@@ -198,6 +219,14 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {w['workload']} | {w['accepted']} | {w['placed']} | {w['expired']} | {w['dead_lettered']} | "
                      f"{shown} | {w['max_broker_requests_1s']} / {w['max_broker_requests_60s']} | "
                      f"{w['broker_requests_per_placed']} | {w['worker_429s']} | {w['simulator_429s']} |")
+    if "mixed" in report:
+        x = report["mixed"]
+        lines += ["", f"Mixed burst ({x['workload'].split(': ', 1)[-1]}, three entries to one exit, after the exits' "
+                      f"positions were opened and a quiet minute): {x['exits_placed']} exits and "
+                      f"{x['entries_placed']} entries placed; the last exit {x['last_exit_after_first_placement_s']} s "
+                      f"after the burst's first placement; {x['entries_placed_before_last_exit']} entries placed "
+                      f"before it, **{x['entries_placed_ahead_of_a_waiting_exit']} of them ahead of an exit already "
+                      "waiting** (claimed over 0.5 s before)."]
     lines += ["", "| Webhook, alerts in flight | p50 | p95 | p99 | requests | not accepted |", "|---|---|---|---|---|---|"]
     for level, s in report["webhook_ms"].items():
         lines.append(f"| {level} | {s['p50']} ms | {s['p95']} ms | {s['p99']} ms | {s['requests']} | {s['not_accepted']} |")
