@@ -72,6 +72,18 @@ def derive(alert: Alert, held: Position | None) -> Intent:
     return _by_action(alert, legs, held)
 
 
+def signals_reduction(alert: Alert) -> bool:
+    """Whether the signal itself says the strategy holds less after it than before (an exit, a
+    reduction, a flip): known before the ledger is read, so that its broker calls can go first."""
+    if alert.action == "EXIT":
+        return True
+    if alert.position is None or alert.prev_position is None:
+        return False
+    before = {"long": 1, "short": -1, "flat": 0}[alert.prev_position] * (alert.prev_position_size or 0)
+    after = target_lots(alert)
+    return before != 0 and (after * before < 0 or abs(after) < abs(before))
+
+
 def target_lots(alert: Alert) -> int:
     """The signed target exposure in lots from the position placeholders."""
     size = alert.position_size or 0

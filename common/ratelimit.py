@@ -81,6 +81,20 @@ class SendGate(Protocol):
         """Why no call may be sent now, for a caller that cannot wait for it."""
 
 
+class Hold:
+    """A caller's hold on the slots ahead of a later class (:meth:`SlidingWindowLimiter.ahead`)."""
+
+    def __init__(self, limiter: "SlidingWindowLimiter", level: int, until: float) -> None:
+        self._limiter = limiter
+        self.level = level
+        self.until = until
+
+    def release(self) -> None:
+        """Let the later class through (idempotent)."""
+        with self._limiter._lock:
+            self._limiter._holds.discard(self)
+
+
 class SlidingWindowLimiter:
     """At most ``per_second`` calls in any 1 s and ``per_minute`` in any 60 s, by the broker's clock.
 
@@ -110,6 +124,7 @@ class SlidingWindowLimiter:
         self._clock = clock
         self._sleep = sleep
         self._gate = gate
+        self._holds: set[Hold] = set()
 
     def _wait_needed(self, now: float) -> float:
         self._answered = [t for t in self._answered if now - t < 60.0]
@@ -150,6 +165,24 @@ class SlidingWindowLimiter:
                 self._in_flight -= 1
                 self._answered.append(self._clock())
 
+    @contextmanager
+    def ahead(self, level: int, *, within: float) -> Iterator["Hold"]:
+        """Keep callers of a later class (``priority[0] > level``) waiting while the caller prepares
+        calls of class ``level``: between an exit's broker calls (its ledger, its plan) no entry
+        takes the slot it is about to ask for. Released on :meth:`Hold.release` or on leaving,
+        and lapses after ``within`` seconds whatever happens."""
+        hold = Hold(self, level, self._clock() + within)
+        with self._lock:
+            self._holds.add(hold)
+        try:
+            yield hold
+        finally:
+            hold.release()
+
+    def _held_back(self, ticket: tuple[Any, ...], now: float) -> bool:
+        self._holds = {h for h in self._holds if h.until > now}
+        return bool(ticket) and any(h.level < ticket[0] for h in self._holds)
+
     def _acquire(self, max_wait: float, ticket: tuple[Any, ...]) -> float:
         waited = 0.0
         while True:
@@ -158,7 +191,7 @@ class SlidingWindowLimiter:
             with self._lock:
                 now = self._clock()
                 wait = self._wait_needed(now)
-                if self._waiting[0] != ticket:  # another caller goes first
+                if self._waiting[0] != ticket or self._held_back(ticket, now):  # another caller goes first
                     wait = max(wait, _IN_FLIGHT_POLL)
                 gate_wait = self._gate.wait_needed() if self._gate is not None else 0.0
                 wait = max(wait, gate_wait)

@@ -41,8 +41,9 @@ def call_broker(job: Job, deps: WorkerDeps, call: Callable[[Trading], T], *, bud
 
 
 def _priority(job: Job) -> tuple[int, float]:
-    """Exits and reductions take broker slots before entries; then the oldest signal first."""
-    closing = (job.record.step or {}).get("effect") == "CLOSE"
+    """Exits and reductions take broker slots before entries; then the oldest signal first. Before
+    its step is planned from the ledger, an order ranks by what its signal says."""
+    closing = job.record.step.get("effect") == "CLOSE" if job.record.step else job.reduces
     return (0 if closing else 1, job.deadline.timestamp())
 
 

@@ -16,7 +16,7 @@ from common.ledger import Ledger
 from common.notify import Notification
 from common.orders import OrderStore
 from common.outcome import Outcomes
-from common.ratelimit import SlidingWindowLimiter
+from common.ratelimit import Hold, SlidingWindowLimiter
 from common.records import OrderCommand, OrderRecord
 from common.settings import Settings
 from common.shared_reads import QuoteCache, SharedBook
@@ -66,4 +66,6 @@ class Job:
     deadline: datetime  # the order may not reach the broker after this
     lease_until: datetime | None  # this delivery sends nothing after this
     outcomes: Outcomes
+    reduces: bool = False  # its signal says the strategy holds less after it (common.intent.signals_reduction)
+    hold: Hold | None = None  # entries wait while this exit prepares (guards._exits_first)
 

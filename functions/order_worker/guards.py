@@ -3,8 +3,12 @@ hours, allowed symbols, the daily limit, the circuit breaker."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 from common.alert import Alert
 from common.errors import BrokerError, RouterError
+from common.intent import signals_reduction
 from common.market import market_closed_reason
 from common.ratelimit import RateLimitBudgetExceeded
 from common.records import OrderStatus, ist_day
@@ -12,6 +16,10 @@ from functions.order_worker.deps import Job, WorkerDeps
 from functions.order_worker.endings import broker_failure, finish, out_of_time
 from functions.order_worker.placing import describe_request, place
 from functions.order_worker.position import intent_steps, plan_step, record_plan
+
+# The most an exit keeps entries waiting while it prepares: its ledger read and plan take well
+# under a second, and a hold that outlived a stuck delivery must not stall the entries for long.
+EXIT_HOLD_SECONDS = 5.0
 
 
 def guard_and_place(job: Job, deps: WorkerDeps) -> None:
@@ -42,23 +50,40 @@ def guard_and_place(job: Job, deps: WorkerDeps) -> None:
                       f"Broker calls paused after repeated failures, until {open_until:%H:%M:%S} UTC.")
 
     max_lots = min(settings.max_lots_per_alert, controls.max_lots or settings.max_lots_per_alert)
-    try:
-        steps = intent_steps(job, alert, deps, now, dry_run)
-        if not steps:
-            return
-        step, step_alert = steps[0]
-        plan = plan_step(job, step, step_alert, deps, now, max_lots)
-    except BrokerError as exc:
-        return broker_failure(job, deps, exc)
-    except RateLimitBudgetExceeded as exc:
-        return out_of_time(job, deps, exc)
-    except RouterError as exc:
-        return finish(job, deps, OrderStatus.REJECTED, exc.code, exc.message)
-    record_plan(job, plan, deps)
+    job.reduces = signals_reduction(alert)
+    with _exits_first(job, deps, dry_run):
+        try:
+            steps = intent_steps(job, alert, deps, now, dry_run)
+            if not steps:
+                return
+            step, step_alert = steps[0]
+            plan = plan_step(job, step, step_alert, deps, now, max_lots)
+        except BrokerError as exc:
+            return broker_failure(job, deps, exc)
+        except RateLimitBudgetExceeded as exc:
+            return out_of_time(job, deps, exc)
+        except RouterError as exc:
+            return finish(job, deps, OrderStatus.REJECTED, exc.code, exc.message)
+        record_plan(job, plan, deps)
 
-    if dry_run:
-        return finish(job, deps, OrderStatus.DRY_RUN, "DRY_RUN",
-                      f"Dry run: would send {describe_request(plan.request)}.",
-                      fields={"broker_request": plan.request.to_fyers()}, notify=False)
-    place(job, plan.request, deps)
+        if dry_run:
+            return finish(job, deps, OrderStatus.DRY_RUN, "DRY_RUN",
+                          f"Dry run: would send {describe_request(plan.request)}.",
+                          fields={"broker_request": plan.request.to_fyers()}, notify=False)
+        place(job, plan.request, deps)
+
+
+@contextmanager
+def _exits_first(job: Job, deps: WorkerDeps, dry_run: bool) -> Iterator[None]:
+    """While an exit reads its ledger and plans, entries wait for the broker slot it will ask
+    for; released once its placement is answered (``place``), or after ``EXIT_HOLD_SECONDS``."""
+    if not job.reduces or dry_run:
+        yield
+        return
+    with deps.limiter.ahead(0, within=EXIT_HOLD_SECONDS) as hold:
+        job.hold = hold
+        try:
+            yield
+        finally:
+            job.hold = None
 

@@ -33,7 +33,11 @@ def place(job: Job, request: OrderRequest, deps: WorkerDeps, attempt: int = 1) -
     while True:
         started, sent_at = time.monotonic(), deps.clock()
         try:
-            result = call_broker(job, deps, lambda broker: broker.place_order(request), placement=True)
+            try:
+                result = call_broker(job, deps, lambda broker: broker.place_order(request), placement=True)
+            finally:
+                if job.hold is not None:  # the exit's slot is taken: entries may go
+                    job.hold.release()
         except BrokerAmbiguous as exc:
             return _ambiguous(job, request, deps, attempt, exc, sent_at, started)
         except BrokerTransient as exc:

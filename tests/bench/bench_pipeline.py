@@ -233,7 +233,7 @@ def run_mixed(*, webhook_url: str, sim: Any, delivery: Any, statuses: Callable[[
         counts[status] = counts.get(status, 0) + 1
     return {
         "workload": f"mixed burst: {holders} exits and {newcomers} entries at once",
-        "send_seconds": round(time.monotonic() - started, 2), "accepted": len(kinds), "outcomes": counts,
+        "seconds_to_settle": round(time.monotonic() - started, 2), "accepted": len(kinds), "outcomes": counts,
         "exits_placed": len(exits_placed), "entries_placed": len(entries_placed),
         "entries_placed_before_last_exit": sum(1 for at in entries_placed.values() if last_exit and at < last_exit),
         "entries_placed_ahead_of_a_waiting_exit": len(jumped),

@@ -113,3 +113,4 @@ def test_waiting_exits_take_the_next_slots_before_entries_and_the_oldest_signal_
         t.join()
 
     assert granted == ["old exit", "new exit", "old entry", "new entry"]
+
