@@ -1,11 +1,16 @@
 """Smoke test of the benchmark harness (tests/bench): its window counts, its matching of
-placements to orders, its cost arithmetic and its report table, without running anything."""
+placements to orders, its cost arithmetic, its choice of parts and its report table, without
+running anything (tests/bench/test_quick_run.py runs it)."""
 
 from __future__ import annotations
 
-from tests.bench.bench_pipeline import _most_within, _placements
+import argparse
+
+import pytest
+
+from tests.bench.bench_pipeline import _interleave, _most_within, _placements
 from tests.bench.firestore_ops import cost_per_1000
-from tests.bench.run import markdown
+from tests.bench.run import PARTS, markdown, parts
 
 
 def test_the_busiest_window_counts_requests_less_than_a_window_apart():
@@ -32,6 +37,44 @@ def test_a_placement_is_matched_to_its_order_by_tag_and_only_the_first_counts():
 def test_cost_per_1000_alerts_at_list_prices():
     assert round(cost_per_1000({"reads": 10, "writes": 10, "deletes": 0}), 6) == round(
         10_000 * 0.06 / 100_000 + 10_000 * 0.18 / 100_000, 6)
+
+
+def test_the_parts_named_run_in_their_fixed_order_and_an_unknown_one_is_refused():
+    assert parts("mixed, webhook") == ("webhook", "mixed")
+    assert parts(",".join(PARTS)) == PARTS
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown part tens"):
+        parts("burst,tens")
+
+
+def test_a_mixed_burst_sends_each_exit_after_its_share_of_the_entries():
+    entries, exits = [("entry", str(n)) for n in range(6)], [("exit", "a"), ("exit", "b")]
+
+    assert [b for _, b in _interleave(entries, exits)] == ["0", "1", "2", "a", "3", "4", "5", "b"]
+
+
+def test_the_report_of_the_mixed_burst_alone_has_its_row_and_its_verdict_and_nothing_else():
+    mixed = {"workload": "mixed burst: 40 exits and 120 entries at once", "accepted": 160, "placed": 158,
+             "expired": 2, "dead_lettered": 0, "alert_to_broker_s": {"p50": 1.0, "p95": 2.0, "p99": 3.0},
+             "max_broker_requests_1s": 9, "max_broker_requests_60s": 171, "broker_requests_per_placed": 1.08,
+             "worker_429s": 0, "simulator_429s": 0, "exits": 40, "positions_held": 40, "entries": 120,
+             "broker_quiet_before_s": 61.0, "exits_placed": 40, "entries_placed": 118,
+             "not_placed": {"EXPIRED STALE": 2}, "last_exit_placed_s": 5.1, "last_entry_placed_s": 19.0,
+             "exit_claim_to_placement_s": {"p50": 1.2, "p95": 2.0, "p99": 2.1, "max": 2.1},
+             "entries_placed_before_last_exit": 9, "entries_placed_before_first_exit_arrived": 7,
+             "entries_placed_ahead_of_a_waiting_exit": 1, "entries_placed_ahead_of_a_waiting_exit_no_grace": 2,
+             "grace_s": 0.5, "criterion": "every exit placed, each before any entry still waiting when the exit arrived",
+             "criterion_met": False}
+    report = {"started": "2026-12-05T02:00:00", "parts": ["mixed"],
+              "machine": {"cores": 2, "cpu": "EPYC", "load_average": [1.0], "load_average_after": [2.0],
+                          "commit": "abc"}, "mixed": mixed}
+
+    table = markdown(report)
+
+    assert "Parts run: mixed (`--only`)." in table
+    assert "| mixed burst: 40 exits and 120 entries at once | 160 | 158 | 2 | 0 | 1.00 / 2.00 / 3.00 s |" in table
+    assert "(not placed: 2 EXPIRED STALE)" in table and "**1 placed ahead of an exit already waiting**" in table
+    assert table.rstrip().endswith("**NOT met**.")
+    assert "Webhook" not in table and "Entry point" not in table and "Firestore" not in table
 
 
 def test_the_report_table_shows_every_workload_level_and_entry_point():
