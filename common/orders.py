@@ -179,6 +179,26 @@ class OrderStore:
 
         return attempt(self._db.transaction())
 
+    def renew_lease(self, order_id: str, *, held: datetime, now: datetime, lease: timedelta) -> datetime | None:
+        """Extend a delivery's lease on an order it is still working on (waiting for a broker
+        slot): the new end, or None when the order is no longer under the lease ``held`` (taken
+        over, or finished). In a transaction, so that it never extends a takeover's lease."""
+        from google.cloud import firestore
+
+        ref = self._db.collection(ORDERS).document(order_id)
+        until = now + lease
+
+        @firestore.transactional
+        def attempt(transaction: Any) -> datetime | None:
+            snap = ref.get(transaction=transaction)
+            record = snap.to_dict() if snap.exists else None
+            if record is None or record.get("lease_until") != held or OrderStatus(record["status"]).terminal:
+                return None
+            transaction.update(ref, {"lease_until": until, "updated_at": now})
+            return until
+
+        return attempt(self._db.transaction(max_attempts=3))
+
     def add_children(self, parent: OrderRecord, steps: list[dict[str, Any]], *, now: datetime) -> list[str]:
         """Record the later steps of a parent's intent as QUEUED orders of their own (ids
         ``<parent>s2``, ``<parent>s3``...: valid Fyers tags), once: a redelivery finds them made."""

@@ -27,6 +27,8 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 # How often a caller re-checks when the windows are full of calls still in flight, or it is
 # not yet its turn.
 _IN_FLIGHT_POLL = 0.02
+# A caller with something to do while it waits (``while_waiting``) wakes at least this often.
+_WHILE_WAITING_EVERY = 1.0
 
 
 class RateLimitBudgetExceeded(Exception):
@@ -143,16 +145,20 @@ class SlidingWindowLimiter:
         return wait
 
     @contextmanager
-    def call(self, max_wait: float, *, priority: tuple[Any, ...] = ()) -> Iterator[float]:
+    def call(self, max_wait: float, *, priority: tuple[Any, ...] = (),
+             while_waiting: Callable[[], None] | None = None) -> Iterator[float]:
         """Hold a slot for one broker request, sleeping for it if needed; yields the seconds waited.
 
         Raises :class:`RateLimitBudgetExceeded` if the slot is more than ``max_wait`` away.
+        ``while_waiting`` runs at least every second while the caller waits, outside the lock
+        (the worker renews its order's lease there); what it raises ends the wait and gives
+        the place up.
         """
         ticket = (*priority, next(self._arrivals))
         with self._lock:
             heapq.heappush(self._waiting, ticket)
         try:
-            waited = self._acquire(max_wait, ticket)
+            waited = self._acquire(max_wait, ticket, while_waiting)
         finally:
             with self._lock:
                 if ticket in self._waiting:  # it gave up: let the next one through
@@ -183,7 +189,7 @@ class SlidingWindowLimiter:
         self._holds = {h for h in self._holds if h.until > now}
         return bool(ticket) and any(h.level < ticket[0] for h in self._holds)
 
-    def _acquire(self, max_wait: float, ticket: tuple[Any, ...]) -> float:
+    def _acquire(self, max_wait: float, ticket: tuple[Any, ...], while_waiting: Callable[[], None] | None) -> float:
         waited = 0.0
         while True:
             if self._gate is not None:
@@ -206,8 +212,12 @@ class SlidingWindowLimiter:
                 if self._gate is not None and gate_wait >= wait:
                     raise SendGateClosed(wait, ahead, self._gate.why_closed())
                 raise RateLimitBudgetExceeded(wait, ahead)
+            if while_waiting is not None:
+                wait = min(wait, _WHILE_WAITING_EVERY)
             self._sleep(wait)
             waited += wait
+            if while_waiting is not None:
+                while_waiting()
 
     def recent(self) -> RecentCalls:
         """The calls now in the windows, for another instance that may take over the pace."""

@@ -6,12 +6,14 @@ order cannot do without. So the reads around it are shared:
 * :class:`QuoteCache`: a last price is reused for ``ttl`` seconds, and concurrent
   askers for the same ticker wait for one request: a burst of NIFTY alerts costs
   one quote of the index per second, not one per alert.
-* :class:`SharedBook`: after placing, an order's fills and an asynchronous RMS
-  rejection are read from one read of the whole order book, which serves every
-  order that asked for it while it was being gathered (and none reads alone). A
-  read gathers for ``gather`` seconds, or until ``batch`` orders have joined it:
-  in a burst it goes as soon as a batch is ready, and at a steady trickle one read
-  still serves many orders.
+* :class:`SharedRead`: one request serves every asker that joined it before it was
+  sent, so each asker gets an answer as fresh as a read of its own:
+  - after placing, an order's fills and an asynchronous RMS rejection come from one
+    read of the whole order book. It gathers for ``gather`` seconds, or until
+    ``batch`` orders have joined: in a burst it goes as soon as a batch is ready,
+    and at a steady trickle one read still serves many orders;
+  - an exit's read of the broker's positions goes at once (``gather`` 0), and the
+    exits that ask while it waits for its broker slot share it.
 
 Both are thread-safe. The reads themselves go through the caller's function, so
 they count against the same pacer as placements.
@@ -31,11 +33,11 @@ T = TypeVar("T")
 class _Flight(Generic[T]):
     """One shared read: its askers wait on ``done``; ``value`` or ``error`` is its outcome."""
 
-    started: float
     done: threading.Event = field(default_factory=threading.Event)
     value: T | None = None
     error: BaseException | None = None
-    reading: bool = False  # once the read has begun, later askers start a new flight
+    started: float = 0.0  # when a quote was asked for: it serves for its ttl from then
+    reading: bool = False  # once the request is sent, later askers start a new flight
     askers: int = 1
     full: threading.Event = field(default_factory=threading.Event)  # ``batch`` askers have joined
 
@@ -75,27 +77,26 @@ class QuoteCache:
         return flight.value
 
 
-class SharedBook(Generic[T]):
-    """One read of the order book for every order that asks within ``gather`` seconds (or
-    until ``batch`` have asked)."""
+class SharedRead(Generic[T]):
+    """One read for every asker that joins before its request is sent: it waits ``gather``
+    seconds (or until ``batch`` have asked) before going to the broker."""
 
-    def __init__(self, gather: float, *, batch: int | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, gather: float, *, batch: int | None = None) -> None:
         self._gather = gather
         self._batch = batch
-        self._clock = clock
         self._lock = threading.Lock()
         self._flight: _Flight[T] | None = None
 
-    def read(self, fetch: Callable[[], T], timeout: float) -> T | None:
-        """The book, read ``gather`` seconds after the first asker of this read arrived, or once
-        ``batch`` askers have joined; None for an asker whose shared read failed or came later
-        than ``timeout``. Askers never read on their own: in a burst that would multiply the
-        very requests this saves, and the reconcile job reads the book anyway."""
+    def read(self, fetch: Callable[[Callable[[], None]], T], timeout: float) -> T | None:
+        """The value of a read whose request was sent after this asker arrived; None for an
+        asker whose shared read failed or came later than ``timeout`` (the caller decides
+        whether to read alone). ``fetch(sending)`` makes the request, calling ``sending()``
+        just before it goes out (once it has its broker slot): askers arriving after that
+        start the next read."""
         with self._lock:
             flight = self._flight
             if flight is None or flight.reading:
-                flight = self._flight = _Flight(started=self._clock())
+                flight = self._flight = _Flight()
                 leader = True
             else:
                 leader = False
@@ -106,14 +107,20 @@ class SharedBook(Generic[T]):
             if not flight.done.wait(timeout) or flight.error is not None:
                 return None
             return flight.value
-        flight.full.wait(self._gather)  # let the rest of the burst join this read
-        with self._lock:
-            flight.reading = True
+        if self._gather > 0:
+            flight.full.wait(self._gather)  # let the rest of the burst join this read
+
+        def sending() -> None:
+            with self._lock:
+                flight.reading = True
+
         try:
-            flight.value = fetch()
+            flight.value = fetch(sending)
             return flight.value
         except BaseException as exc:
             flight.error = exc
             raise
         finally:
+            with self._lock:
+                flight.reading = True  # a failed read before its send: the next asker starts afresh
             flight.done.set()

@@ -4,11 +4,13 @@ exits first; and the last prices shared by the deliveries in flight."""
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Callable, TypeVar
 
 from common.broker.ports import Trading
 from common.errors import BrokerTransient, RateLimited
 from common.logs import get_logger
+from common.shared_reads import SharedRead
 from functions.order_worker.deps import Job, Retry, WorkerDeps
 
 log = get_logger("order_worker")
@@ -23,13 +25,14 @@ def call_broker(job: Job, deps: WorkerDeps, call: Callable[[Trading], T], *, bud
     A ``RateLimited`` answer is waited out and retried while the budget allows:
     the request was refused, so sending it again cannot duplicate anything. A
     placement is never sent once this delivery's lease has run out: another
-    delivery may own the order by then.
+    delivery may own the order by then; while it waits for its slot, the delivery keeps its
+    lease (:func:`keep_lease`).
     """
     while True:
         remaining = (job.deadline - deps.clock()).total_seconds()
         try:
             with deps.limiter.call(max_wait=max(0.0, budget if budget is not None else remaining),
-                                   priority=_priority(job)):
+                                   priority=_priority(job), while_waiting=lambda: keep_lease(job, deps)):
                 if placement and job.lease_until is not None and deps.clock() >= job.lease_until:
                     raise Retry("This delivery's lease ran out before the order was sent; another delivery owns it.")
                 return call(deps.broker)
@@ -40,11 +43,38 @@ def call_broker(job: Job, deps: WorkerDeps, call: Callable[[Trading], T], *, bud
             deps.sleep(exc.retry_after)
 
 
+def keep_lease(job: Job, deps: WorkerDeps) -> None:
+    """Renew this delivery's lease once half of it is gone. In a burst an order may wait for a
+    broker slot longer than a lease: it keeps the order meanwhile, so that a redelivery does not
+    take over an order that is only waiting its turn. Lost (taken over): nack."""
+    if job.lease_until is None:
+        return
+    now, lease = deps.clock(), timedelta(seconds=deps.settings.lease_seconds)
+    if job.lease_until - now > lease / 2:
+        return
+    renewed = deps.store.renew_lease(job.record.order_id, held=job.lease_until, now=now, lease=lease)
+    if renewed is None:
+        raise Retry("Another delivery took the order over while this one waited for a broker slot.")
+    job.lease_until = renewed
+
+
 def _priority(job: Job) -> tuple[int, float]:
     """Exits and reductions take broker slots before entries; then the oldest signal first. Before
     its step is planned from the ledger, an order ranks by what its signal says."""
     closing = job.record.step.get("effect") == "CLOSE" if job.record.step else job.reduces
     return (0 if closing else 1, job.deadline.timestamp())
+
+
+def shared_read(job: Job, deps: WorkerDeps, read: SharedRead[T], call: Callable[[Trading], T], *,
+                budget: float, timeout: float) -> T | None:
+    """``call``'s answer, from one request shared with the deliveries that ask before it is sent
+    (:class:`SharedRead`); None when this one joined a read that failed or came too late."""
+    def fetch(sending: Callable[[], None]) -> T:
+        def send(broker: Trading) -> T:
+            sending()
+            return call(broker)
+        return call_broker(job, deps, send, budget=budget)
+    return read.read(fetch, timeout=timeout)
 
 
 def ltp(ticker: str, job: Job, deps: WorkerDeps) -> float:

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from common.breaker import CircuitBreaker
-from common.broker.models import BrokerOrder
+from common.broker.models import BrokerOrder, Position
 from common.broker.ports import Trading
 from common.controls import ControlsReader
 from common.ledger import Ledger
@@ -19,7 +19,7 @@ from common.outcome import Outcomes
 from common.ratelimit import Hold, SlidingWindowLimiter
 from common.records import OrderCommand, OrderRecord
 from common.settings import Settings
-from common.shared_reads import QuoteCache, SharedBook
+from common.shared_reads import QuoteCache, SharedRead
 
 
 class Retry(Exception):
@@ -52,9 +52,12 @@ class WorkerDeps:
     # - one book read serves the orders placed within 6 s of each other, or the next 18 (two
     #   seconds of placements at full pace), whichever comes first: an RMS rejection is known
     #   within seconds, and a steady 2 alerts a second costs under 1.2 requests an order
-    #   (measured: make bench).
+    #   (measured: make bench);
+    # - one positions read serves the exits that ask while it waits for its broker slot: it
+    #   still goes out after each of them asked, so none closes from a stale position.
     quotes: QuoteCache = field(default_factory=lambda: QuoteCache(ttl=5.0))
-    book: SharedBook[list[BrokerOrder]] = field(default_factory=lambda: SharedBook(gather=6.0, batch=18))
+    book: SharedRead[list[BrokerOrder]] = field(default_factory=lambda: SharedRead(gather=6.0, batch=18))
+    positions: SharedRead[list[Position]] = field(default_factory=lambda: SharedRead(gather=0.0))
 
 
 @dataclass
@@ -64,7 +67,7 @@ class Job:
     command: OrderCommand
     record: OrderRecord
     deadline: datetime  # the order may not reach the broker after this
-    lease_until: datetime | None  # this delivery sends nothing after this
+    lease_until: datetime | None  # this delivery sends nothing after this (renewed while it waits; None once placed)
     outcomes: Outcomes
     reduces: bool = False  # its signal says the strategy holds less after it (common.intent.signals_reduction)
     hold: Hold | None = None  # entries wait while this exit prepares (guards._exits_first)

@@ -13,7 +13,7 @@ from common.notify import NotificationKind
 from common.outcome import Book, BookView, describe
 from common.ratelimit import RateLimitBudgetExceeded
 from common.records import OrderEvent, OrderRecord, OrderStatus
-from functions.order_worker.broker_calls import call_broker, elapsed_ms
+from functions.order_worker.broker_calls import call_broker, elapsed_ms, shared_read
 from functions.order_worker.deps import Job, WorkerDeps
 from functions.order_worker.endings import broker_failure, out_of_time
 from functions.order_worker.settling import settled_by_book
@@ -75,6 +75,7 @@ def _placed(job: Job, result: PlaceResult, request: OrderRequest, deps: WorkerDe
         job.outcomes.notify_once(job.record, NotificationKind.ORDER_PLACED, title=f"PLACED {describe(job.record)}",
                                  text=(f"Placed {late:.0f} s after the alert, once the queue was back. "
                                        "Do not place it by hand."), fields={"broker_order_id": result.order_id})
+    job.lease_until = None  # placed: a redelivery finds it done, so there is no lease left to keep
     placed = job.record.model_copy(update={"broker_order_id": result.order_id,
                                            "broker_order_ids": list(result.order_ids), "placed_at": now})
     deps.ledger.placed(placed, ticker=request.symbol, side=request.side, quantity=request.qty,
@@ -90,7 +91,7 @@ def _read_back(job: Job, record: OrderRecord, deps: WorkerDeps) -> None:
             order = call_broker(job, deps, lambda broker: broker.order_by_id(record.broker_order_id or ""), budget=5.0)
             view = BookView.of([order]) if order is not None else None
         else:
-            rows = deps.book.read(lambda: call_broker(job, deps, lambda broker: broker.orders(), budget=5.0), timeout=10.0)
+            rows = shared_read(job, deps, deps.book, lambda broker: broker.orders(), budget=5.0, timeout=10.0)
             view = Book(rows).view(record) if rows is not None else None
     except (BrokerError, RateLimitBudgetExceeded):
         return  # the scheduler's reconcile job will read it later

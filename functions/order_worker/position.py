@@ -14,7 +14,7 @@ from common.ledger import Position
 from common.outcome import BookView
 from common.placement import Plan, plan_order
 from common.records import OrderEvent, OrderRecord, OrderStatus, contract_doc, today_ist
-from functions.order_worker.broker_calls import call_broker, ltp
+from functions.order_worker.broker_calls import call_broker, ltp, shared_read
 from functions.order_worker.deps import Job, WorkerDeps
 from functions.order_worker.endings import finish
 
@@ -75,8 +75,13 @@ def _held_at_broker(job: Job, deps: WorkerDeps, alert: Alert, instrument: str,
     closed by hand, outside the router), so it can never open the other way."""
     if not any(s.effect == "CLOSE" for s in steps):
         return steps
+    remaining = max(0.0, (job.deadline - deps.clock()).total_seconds())
+    positions = shared_read(job, deps, deps.positions, lambda broker: broker.positions(), budget=remaining,
+                            timeout=remaining)
+    if positions is None:  # the shared read failed: read alone
+        positions = call_broker(job, deps, lambda broker: broker.positions())
     net: dict[str, int] = {}
-    for position in call_broker(job, deps, lambda broker: broker.positions()):
+    for position in positions:
         net[position.symbol] = net.get(position.symbol, 0) + position.net_qty
     kept: list[Step] = []
     for step in steps:

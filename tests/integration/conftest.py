@@ -140,7 +140,7 @@ from common.ledger import Ledger  # noqa: E402
 from common.notify import Notifier  # noqa: E402
 from common.ratelimit import SlidingWindowLimiter  # noqa: E402
 from common.secrets import InMemorySecretStore  # noqa: E402
-from common.shared_reads import QuoteCache, SharedBook  # noqa: E402
+from common.shared_reads import QuoteCache, SharedRead  # noqa: E402
 from common.symbols import SymbolMaster  # noqa: E402
 from deploy.local.fyers_simulator import FyersSimulator  # noqa: E402
 from deploy.local.mastergen import generate_masters  # noqa: E402
@@ -231,7 +231,7 @@ def worker_factory(emulators, clean_firestore, topics, sim, symbol_master, gcp_p
             ledger=Ledger(db, timeout=5),
             worker_id=f"worker-{uuid.uuid4().hex[:6]}", clock=clock, sleep=sleep or clock.advance,
             # No caching across a test's price changes; no gathering delay before a book read.
-            quotes=QuoteCache(ttl=0.0), book=SharedBook(gather=0.0))
+            quotes=QuoteCache(ttl=0.0), book=SharedRead(gather=0.0))
         deps.tokens = tokens  # type: ignore[attr-defined]  # for assertions
         deps.needs_login_calls = needs_login  # type: ignore[attr-defined]
         return deps

@@ -335,6 +335,59 @@ def test_orders_that_cannot_get_a_broker_slot_in_time_expire_saying_why_and_the_
     assert told.count("ORDER_EXPIRED") == 1
 
 
+def _slow_pacer(deps, clock: Clock, *, busy_for: float, on_sleep=None):
+    """A limiter on the worker's clock whose minute is full for ``busy_for`` more seconds."""
+    from common.ratelimit import SlidingWindowLimiter
+
+    def sleep(seconds: float) -> None:
+        clock.advance(seconds)
+        if on_sleep is not None:
+            on_sleep()
+
+    limiter = SlidingWindowLimiter(10, 3, clock=lambda: clock.now.timestamp(), sleep=sleep)
+    limiter.seed([60.0 - busy_for] * 3)
+    return limiter
+
+
+def test_an_order_waiting_longer_than_its_lease_for_a_broker_slot_keeps_it_and_is_placed_once(
+        worker_factory, queue, sim, firestore_db):
+    clock = Clock(MARKET_NOW)
+    deps = worker_factory(clock=clock, LEASE_SECONDS="10")
+    deps.limiter = _slow_pacer(deps, clock, busy_for=35.0)  # 3.5 leases before the first slot
+    message = queue()
+    handle(cloud_event(message), deps)
+    handle(cloud_event(message), deps)  # a redelivery finds it done
+
+    doc = order(firestore_db, order_id_of(message))
+    assert (doc["status"], doc["attempts"]) == ("PLACED", 1)
+    assert [e["reason"] for e in events(firestore_db, order_id_of(message)) if e["reason"] == "LEASE_EXPIRED"] == []
+    assert doc["lease_until"] > MARKET_NOW + timedelta(seconds=30)  # renewed while it waited
+    assert len(sim_orders(sim)) == 1
+
+
+def test_a_delivery_whose_order_was_taken_over_while_it_waited_for_a_slot_nacks_and_sends_nothing(
+        worker_factory, queue, sim, firestore_db):
+    clock = Clock(MARKET_NOW)
+    deps = worker_factory(clock=clock, LEASE_SECONDS="10")
+    message = queue()
+    taken: list[str] = []
+
+    def take_over() -> None:  # another delivery, after this one's lease ran out unrenewed
+        if not taken:
+            claim = deps.store.claim(order_id_of(message), worker_id="worker-other",
+                                     now=clock.now + timedelta(seconds=11), lease=timedelta(seconds=10))
+            taken.append(claim.outcome)
+
+    deps.limiter = _slow_pacer(deps, clock, busy_for=35.0, on_sleep=take_over)
+    with pytest.raises(Retry):
+        handle(cloud_event(message), deps)
+
+    doc = order(firestore_db, order_id_of(message))
+    assert taken == ["claimed"] and doc["worker_id"] == "worker-other" and doc["status"] == "PLACING"
+    assert clock.now < MARKET_NOW + timedelta(seconds=10)  # it gave its place up at its first renewal
+    assert sim_orders(sim) == []
+
+
 def test_an_order_that_cannot_get_the_pacer_lease_in_time_expires_naming_the_other_instance(
         worker_factory, queue, sim, firestore_db, topics):
     from common.pacer_lease import FirestorePacerStore, PacerLease, PacerRecord

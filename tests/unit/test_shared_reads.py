@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from common.shared_reads import QuoteCache, SharedBook
+from common.shared_reads import QuoteCache, SharedRead
 
 
 class Ticker:
@@ -72,10 +72,11 @@ def test_a_failed_quote_is_not_reused():
 
 
 def test_one_book_read_serves_every_order_that_asked_while_it_gathered():
-    book: SharedBook[list[str]] = SharedBook(gather=0.3)
+    book: SharedRead[list[str]] = SharedRead(gather=0.3)
     reads: list[int] = []
 
-    def fetch() -> list[str]:
+    def fetch(sending) -> list[str]:
+        sending()
         reads.append(1)
         return ["row"]
 
@@ -91,10 +92,11 @@ def test_one_book_read_serves_every_order_that_asked_while_it_gathered():
 
 
 def test_an_order_asking_after_a_read_began_gets_a_read_of_its_own():
-    book: SharedBook[int] = SharedBook(gather=0.0)
+    book: SharedRead[int] = SharedRead(gather=0.0)
     reads: list[int] = []
 
-    def fetch() -> int:
+    def fetch(sending) -> int:
+        sending()
         reads.append(1)
         return len(reads)
 
@@ -102,10 +104,11 @@ def test_an_order_asking_after_a_read_began_gets_a_read_of_its_own():
 
 
 def test_when_the_shared_read_fails_the_others_do_not_read_on_their_own():
-    book: SharedBook[list[str]] = SharedBook(gather=0.2)
+    book: SharedRead[list[str]] = SharedRead(gather=0.2)
     reads: list[int] = []
 
-    def failing() -> list[str]:
+    def failing(sending) -> list[str]:
+        sending()
         reads.append(1)
         raise ConnectionError("book unreadable")
 
@@ -128,10 +131,11 @@ def test_when_the_shared_read_fails_the_others_do_not_read_on_their_own():
 
 
 def test_a_book_read_goes_as_soon_as_its_batch_has_joined():
-    book: SharedBook[list[str]] = SharedBook(gather=30.0, batch=4)
+    book: SharedRead[list[str]] = SharedRead(gather=30.0, batch=4)
     reads: list[int] = []
 
-    def fetch() -> list[str]:
+    def fetch(sending) -> list[str]:
+        sending()
         reads.append(1)
         return ["row"]
 
@@ -145,3 +149,30 @@ def test_a_book_read_goes_as_soon_as_its_batch_has_joined():
 
     # Far sooner than the 30 s gather: the fourth asker filled the batch.
     assert results == [["row"]] * 4 and len(reads) == 1 and time.monotonic() - started < 5
+
+
+def test_a_read_waiting_for_its_broker_slot_serves_those_who_ask_meanwhile_and_none_after_it_is_sent():
+    positions: SharedRead[int] = SharedRead(gather=0.0)
+    slot, sent, reads = threading.Event(), threading.Event(), []
+
+    def fetch(sending) -> int:
+        slot.wait(5)  # the leader waits for its broker slot
+        sending()
+        reads.append(1)
+        sent.set()
+        return len(reads)
+
+    results: dict[str, int | None] = {}
+    leader = threading.Thread(target=lambda: results.update(leader=positions.read(fetch, timeout=5)))
+    leader.start()
+    time.sleep(0.05)
+    waiting = threading.Thread(target=lambda: results.update(waiting=positions.read(fetch, timeout=5)))
+    waiting.start()
+    time.sleep(0.05)
+    slot.set()
+    sent.wait(5)
+    results["later"] = positions.read(fetch, timeout=5)
+    for t in (leader, waiting):
+        t.join()
+
+    assert results == {"leader": 1, "waiting": 1, "later": 2} and len(reads) == 2
