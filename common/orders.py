@@ -65,6 +65,14 @@ class Claim:
     previous_lease_until: datetime | None = None  # the lease a takeover broke: sends stopped by then
 
 
+@dataclass(frozen=True)
+class Delivered:
+    """The Pub/Sub message an order command came in."""
+
+    message_id: str
+    published_at: datetime
+
+
 class OrderStore:
     """Reads and writes ``orders``, their ``events``, ``dedupe_keys`` and ``alerts``."""
 
@@ -131,20 +139,12 @@ class OrderStore:
 
             get_logger(__name__).warning("alert audit not written", exc_info=True)
 
-    def mark_published(self, order_id: str, message_id: str, at: datetime) -> None:
-        """Note on the order that its command is on the queue. Best effort."""
-        try:
-            self._db.collection(ORDERS).document(order_id).update(
-                {"published_at": at, "message_id": message_id}, timeout=self._timeout, retry=None)
-        except Exception:
-            from common.logs import get_logger
-
-            get_logger(__name__).warning("published_at not written", exc_info=True)
-
     # --- the worker's state machine ---
 
-    def claim(self, order_id: str, *, worker_id: str, now: datetime, lease: timedelta) -> Claim:
-        """Take the order for placing, in a transaction.
+    def claim(self, order_id: str, *, worker_id: str, now: datetime, lease: timedelta,
+              message: Delivered | None = None) -> Claim:
+        """Take the order for placing, in a transaction; the first claim also notes the Pub/Sub
+        ``message`` that brought it (its id and publish time: the order is known to be queued).
 
         Allowed: QUEUED -> PLACING, or PLACING/UNKNOWN whose lease has expired -> PLACING
         (a worker died mid-way; the caller must check the broker's book before placing
@@ -167,8 +167,10 @@ class OrderStore:
             live_lease = record.lease_until is not None and record.lease_until > now
             if status != OrderStatus.QUEUED and live_lease:
                 return Claim("leased", record)
-            update = {"status": OrderStatus.PLACING.value, "attempts": record.attempts + 1,
-                      "lease_until": now + lease, "worker_id": worker_id, "updated_at": now}
+            update: dict[str, Any] = {"status": OrderStatus.PLACING.value, "attempts": record.attempts + 1,
+                                      "lease_until": now + lease, "worker_id": worker_id, "updated_at": now}
+            if message is not None and record.message_id is None:
+                update.update(message_id=message.message_id, published_at=message.published_at)
             transaction.update(ref, update)
             transaction.set(ref.collection(EVENTS).document(_event_id(now)), OrderEvent(
                 at=now, from_status=status.value, to_status=OrderStatus.PLACING.value, by=worker_id,

@@ -93,6 +93,7 @@ class OrderRecord(_Doc):
     published_at: datetime | None = None
     message_id: str | None = None
     publish_failed_at: datetime | None = None  # the last time the webhook could not queue it
+    requeued_at: datetime | None = None  # the last time a re-send queued it again, no worker having taken it
     publish_error: str | None = None
     # the worker's progress
     attempts: int = 0

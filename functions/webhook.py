@@ -63,8 +63,10 @@ class WebhookDeps:
 
     @property
     def republish_after(self) -> timedelta:
-        # An unpublished order older than one full request budget was orphaned by a
-        # failed publish; a re-send may then publish it (the worker dedupes).
+        # An order no worker has taken (no ``published_at``) older than one full request
+        # budget was likely orphaned by a failed publish; a re-send may then publish it. At
+        # worst that queues a second message for an order still waiting in a backlog, and the
+        # worker's claim makes that one a no-op.
         return timedelta(seconds=self.settings.firestore_timeout + self.settings.publish_timeout + 1)
 
 
@@ -337,7 +339,8 @@ def _publish(command: OrderCommand, req: _Request, deps: WebhookDeps) -> tuple[d
         log.error("order recorded but not published", extra={"fields": {"alert": req.redacted_payload()}})
         _note_not_queued(command.order_id, exc, deps)
         raise ServiceUnavailable("The order could not be queued; TradingView will retry.") from exc
-    deps.store().mark_published(command.order_id, message_id, deps.clock())
+    # The message id and publish time go on the order when the worker claims it: a third
+    # Firestore round trip here would cost a quarter of the answer's time under load.
     log.info("alert accepted", extra={"fields": {"message_id": message_id, "key_source": command.key_source}})
     return {"status": "accepted", "order_id": command.order_id}, 200
 
@@ -345,15 +348,21 @@ def _publish(command: OrderCommand, req: _Request, deps: WebhookDeps) -> tuple[d
 def _note_not_queued(order_id: str, exc: PublishFailed, deps: WebhookDeps) -> None:
     """Say on the order that its command is not on the queue. Best effort: the answer is a 503 anyway."""
     now = deps.clock()
+    _note(order_id, {"publish_failed_at": now, "publish_error": exc.message}, exc.code,
+          "Not queued: Pub/Sub did not take the order. TradingView re-sends the alert, which queues it; "
+          "do not place it by hand.", now, deps)
+
+
+def _note(order_id: str, fields: dict[str, Any], reason: str, message: str, now: datetime, deps: WebhookDeps) -> None:
+    """Record facts and an event on a QUEUED order. Best effort: the answer does not depend on it."""
     try:
         store = deps.store()
-        store.update_fields(order_id, {"publish_failed_at": now, "publish_error": exc.message}, now=now)
-        store.add_event(order_id, OrderEvent(
-            at=now, from_status=OrderStatus.QUEUED.value, to_status=OrderStatus.QUEUED.value, reason=exc.code,
-            message="Not queued: Pub/Sub did not take the order. TradingView re-sends the alert, which queues it; "
-                    "do not place it by hand.", by="webhook"))
+        store.update_fields(order_id, fields, now=now)
+        store.add_event(order_id, OrderEvent(at=now, from_status=OrderStatus.QUEUED.value,
+                                             to_status=OrderStatus.QUEUED.value, reason=reason, message=message,
+                                             by="webhook"))
     except Exception:
-        log.warning("publish failure not written on the order", exc_info=True)
+        log.warning("note not written on the order", extra={"fields": {"reason": reason}}, exc_info=True)
 
 
 def _answer_duplicate(duplicate: Duplicate, command: OrderCommand, req: _Request,
@@ -361,11 +370,16 @@ def _answer_duplicate(duplicate: Duplicate, command: OrderCommand, req: _Request
     record = duplicate.record
     order_id = duplicate.order_id or command.order_id
     orphaned = (record is not None and record.published_at is None and record.status == OrderStatus.QUEUED
-                and req.received_at - record.created_at > deps.republish_after)
+                and req.received_at - (record.requeued_at or record.created_at) > deps.republish_after)
     if orphaned:
         original = command.model_copy(update={"order_id": order_id, "idempotency_key": record.idempotency_key})
-        log.warning("re-publishing an order whose first publish failed")
-        return _publish(original, req, deps)
+        log.warning("re-publishing an order no worker has taken")
+        answer = _publish(original, req, deps)
+        _note(order_id, {"requeued_at": req.received_at}, "REQUEUED", (
+            f"Queued again by a re-send of the alert: no worker had taken it "
+            f"{(req.received_at - record.created_at).total_seconds():.0f} s after it was recorded. "
+            "A second delivery of one order places it once."), req.received_at, deps)
+        return answer
     audit = _audit(req, deps.settings, "duplicate", 200, order_id=order_id)
     deps.store().record_alert(audit)
     log.info("duplicate alert", extra={"fields": {"winner": order_id}})

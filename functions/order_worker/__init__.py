@@ -11,8 +11,9 @@ A delivery, step by step (:func:`handle`):
    read is recorded and dropped: never retried.
 2. Record the order if the webhook could not write Firestore
    (``claim.record_for_webhook``); a duplicate of another order is dropped.
-3. Claim it (``claim.claim_order``), waiting out another delivery's live lease. An
-   order an earlier delivery settled goes to step 6.
+3. Claim it (``claim.claim_order``), waiting out another delivery's live lease; the
+   first claim notes the message's id and publish time on the order. An order an
+   earlier delivery settled goes to step 6.
 4. A takeover of an order left PLACING or UNKNOWN settles it from the book first
    (``settling.settled_by_book``); settled, it goes to step 6.
 5. Guard, plan and place it (``guards.guard_and_place``): the guards, what the signal
@@ -51,9 +52,10 @@ from typing import Any
 
 from common.errors import StoreUnavailable
 from common.logs import get_logger, log_context
+from common.orders import Delivered
 from common.outcome import Outcomes, landing_deadline, signal_deadline
 from common.records import OrderCommand, OrderStatus
-from functions.order_worker.claim import claim_order, decode, record_for_webhook
+from functions.order_worker.claim import claim_order, decode, delivered, record_for_webhook
 from functions.order_worker.deps import Job, Retry, WorkerDeps
 from functions.order_worker.endings import finish
 from functions.order_worker.guards import guard_and_place
@@ -72,19 +74,19 @@ def handle(cloud_event: Any, deps: WorkerDeps) -> None:
         return
     with log_context(request_id=command.request_id, order_id=command.order_id):
         try:
-            _process(command, deps)
+            _process(command, deps, delivered(message, deps.clock()))
         except StoreUnavailable as exc:
             # Nothing was decided that Firestore did not record: the redelivery starts afresh.
             log.warning("Firestore unavailable; Pub/Sub will redeliver", extra={"fields": {"error": exc.message}})
             raise Retry(exc.message) from exc
 
 
-def _process(command: OrderCommand, deps: WorkerDeps) -> None:
+def _process(command: OrderCommand, deps: WorkerDeps, message: Delivered | None) -> None:
     now = deps.clock()
     if not command.recorded or deps.store.get(command.order_id) is None:
         if not record_for_webhook(command, deps, now):
             return
-    claim = claim_order(command, deps)
+    claim = claim_order(command, deps, message)
     if claim is None or claim.record is None:
         return
     job = Job(command, claim.record, signal_deadline(command.alert_time, command.received_at, deps.settings),

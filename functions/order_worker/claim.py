@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from common.logs import get_logger
 from common.notify import Notification, NotificationKind, Severity
-from common.orders import Claim, queued_record
+from common.orders import Claim, Delivered, queued_record
 from common.records import OrderCommand
 from functions.order_worker.deps import Retry, WorkerDeps
 
@@ -39,7 +39,19 @@ def decode(message: dict[str, Any], deps: WorkerDeps) -> OrderCommand | None:
         return None
 
 
-def claim_order(command: OrderCommand, deps: WorkerDeps) -> Claim | None:
+def delivered(message: dict[str, Any], now: datetime) -> Delivered | None:
+    """The message's id and publish time, to note on the order at its first claim."""
+    message_id = message.get("messageId") or message.get("message_id")
+    if not message_id:
+        return None
+    try:
+        published_at = datetime.fromisoformat(str(message.get("publishTime") or message.get("publish_time")))
+    except ValueError:
+        published_at = now  # a push without its publish time: it was published by now
+    return Delivered(str(message_id), published_at)
+
+
+def claim_order(command: OrderCommand, deps: WorkerDeps, message: Delivered | None = None) -> Claim | None:
     """Take the order, waiting out another delivery's live lease: the claim (``claimed``, or
     ``terminal`` when an earlier delivery settled it), or None when there is no such order.
 
@@ -52,7 +64,7 @@ def claim_order(command: OrderCommand, deps: WorkerDeps) -> Claim | None:
     while True:
         now = deps.clock()
         claim = deps.store.claim(command.order_id, worker_id=deps.worker_id, now=now,
-                                 lease=timedelta(seconds=settings.lease_seconds))
+                                 lease=timedelta(seconds=settings.lease_seconds), message=message)
         if claim.outcome in ("claimed", "terminal"):
             return claim
         if claim.outcome != "leased":

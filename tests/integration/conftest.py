@@ -249,10 +249,12 @@ def cloud_event(message: Any) -> Any:
     data = message.data if isinstance(message.data, bytes) else message.data.encode()
     attributes = dict(message.attributes) if hasattr(message, "attributes") else {}
     msg_id = getattr(message, "message_id", "") or str(next(_message_ids))
+    published = getattr(message, "publish_time", None)
+    push = {"data": base64.b64encode(data).decode(), "attributes": attributes, "messageId": msg_id,
+            **({"publishTime": published.isoformat()} if published is not None else {})}
     return CloudEvent({"type": "google.cloud.pubsub.topic.v1.messagePublished",
                        "source": "//pubsub.googleapis.com/projects/p/topics/orders", "id": msg_id},
-                      {"message": {"data": base64.b64encode(data).decode(), "attributes": attributes,
-                                   "messageId": msg_id}})
+                      {"message": push})
 
 
 # --- one instant's world: the simulator, masters and clock shared with the router ------

@@ -50,6 +50,8 @@ def test_nifty_weekly_atm_ce_becomes_one_tagged_order(worker_factory, queue, sim
     assert doc["quantity"] == 130 and doc["underlying_ltp"] == 24512.0
     assert doc["broker_status"] == "FILLED" and doc["filled_qty"] == 130
     assert [e["to_status"] for e in events(firestore_db, order_id_of(message))] == ["QUEUED", "PLACING", "PLACED"]
+    # The claim noted the message that brought it: the order is known to have been queued.
+    assert doc["message_id"] == message.message_id and doc["published_at"] == message.publish_time
 
 
 def test_dry_run_records_the_exact_request_and_sends_nothing(worker_factory, queue, sim, firestore_db):

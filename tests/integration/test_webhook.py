@@ -81,7 +81,7 @@ def test_golden_option_alert_is_recorded_queued_and_published(client, firestore_
     assert doc["action"] == "BUY" and doc["symbol"] == "NIFTY" and doc["lots"] == 2
     assert doc["alert"]["expiry"] == "WEEKLY" and doc["alert"]["strike"] == "ATM"
     assert doc["alert"]["option_type"] == "CE" and doc["strategy"] == _strategy["name"]
-    assert doc["key_source"] == "time" and doc["published_at"] is not None
+    assert doc["key_source"] == "time" and "published_at" not in doc  # noted by the worker's claim
     assert isinstance(doc["created_at"], datetime) and doc["request_id"]
     events = [e.to_dict() for e in firestore_db.collection(ORDERS).document(order_id).collection("events").stream()]
     assert [e["to_status"] for e in events] == ["QUEUED"]
@@ -276,16 +276,45 @@ def test_duplicate_storm_50_concurrent_alerts_name_one_order(client, firestore_d
 
 def test_tradingview_retry_pattern_without_time_makes_one_order(deps_factory, firestore_db, topics):
     """4 deliveries over 20 s, straddling a dedupe-window boundary (no {{timenow}} in the alert)."""
+    from common.orders import Delivered, OrderStore
+
     clock = Clock(datetime(2026, 11, 23, 4, 0, 50, tzinfo=timezone.utc))  # 10 s before a 60 s bucket edge
     client = make_client(deps_factory(clock=clock))
     body = json.dumps({"secret": SECRET, "action": "buy", "symbol": "NSE:SBIN-EQ", "lots": 3, "strategy": "retry-test"})
-    answers = []
-    for _ in range(4):
-        answers.append(post(client, body).get_json())
+    answers = [post(client, body).get_json()]
+    [message] = topics.pull(topics.orders)
+    OrderStore(firestore_db, timeout=5).claim(  # the worker takes it, noting its message
+        answers[0]["order_id"], worker_id="worker-1", now=clock.now, lease=timedelta(seconds=30),
+        message=Delivered(message.message_id, message.publish_time))
+    for _ in range(3):
         clock.advance(6.5)
+        answers.append(post(client, body).get_json())
     assert [a["status"] for a in answers] == ["accepted", "duplicate", "duplicate", "duplicate"]
     assert len({a["order_id"] for a in answers}) == 1
+    assert topics.pull(topics.orders) == []
+
+
+def test_a_resend_of_an_order_no_worker_has_taken_queues_it_again_once_per_request_budget(
+        deps_factory, firestore_db, topics):
+    """The webhook stopped between recording and publishing (no note of a failed publish): a
+    re-send queues it, and a quick second re-send does not queue it a third time."""
+    clock = Clock(datetime(2026, 11, 23, 4, 0, 10, tzinfo=timezone.utc))
+    deps = deps_factory(clock=clock)
+    client = make_client(deps)
+    body = json.dumps({"secret": SECRET, "action": "buy", "symbol": "NSE:SBIN-EQ", "lots": 3, "strategy": "resend"})
+    first = post(client, body).get_json()
+    topics.pull(topics.orders)  # the publish that, in this story, never happened
+    clock.advance(deps.republish_after.total_seconds() + 1)
+    again = post(client, body).get_json()
+    clock.advance(1)
+    third = post(client, body).get_json()
+
+    assert (first["status"], again["status"], third["status"]) == ("accepted", "accepted", "duplicate")
     assert len(topics.pull(topics.orders)) == 1
+    doc = firestore_db.collection(ORDERS).document(first["order_id"]).get().to_dict()
+    assert doc["status"] == "QUEUED" and doc["requeued_at"]
+    events = [e.to_dict() for e in firestore_db.collection(ORDERS).document(first["order_id"]).collection("events").stream()]
+    assert "REQUEUED" in [e.get("reason") for e in events]
 
 
 def test_idempotency_key_header_dedupes_different_bodies(client, topics):

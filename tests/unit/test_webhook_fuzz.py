@@ -106,9 +106,6 @@ class MemoryStore:
     def record_alert(self, audit: AlertAudit) -> None:
         self.alerts.append(self._write(audit.to_firestore()))
 
-    def mark_published(self, order_id: str, message_id: str, at: datetime) -> None:
-        self.orders[order_id].update(self._write({"published_at": at, "message_id": message_id}))
-
     def update_fields(self, order_id: str, fields: dict[str, Any], *, now: datetime) -> None:
         self.orders[order_id].update(self._write({**fields, "updated_at": now}))
 
