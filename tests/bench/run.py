@@ -9,7 +9,7 @@ entry point's import and first request; the workloads ``burst``, ``steady`` and
 ``ten-a-second`` (:data:`tests.bench.bench_pipeline.WORKLOADS`) and ``mixed``, the mixed
 burst of exits and entries (:func:`tests.bench.bench_pipeline.run_mixed`), each once the
 simulator has logged nothing for a quiet minute, so that no 60 s window holds two. With
-``steady``, Firestore operations per accepted alert, counted at the client
+``steady``, Firestore operations per accepted alert, counted at the client in both processes
 (tests/bench/firestore_ops.py).
 
 Run: ``python -m tests.bench.run [--out DIR] [--quick] [--only PART,...]`` (``--quick``: a
@@ -61,20 +61,32 @@ def machine() -> dict[str, Any]:
 WEBHOOK_ONLY_TOPIC = "orders-webhook-bench"
 
 
-def _webhook(stack: ExitStack, **env: str) -> str:
-    """Serve the webhook as its own instance (a process behind the Cloud Run model); its URL."""
+def _webhook(stack: ExitStack, *, counted: bool = False, **env: str) -> str:
+    """Serve the webhook as its own instance (a process behind the Cloud Run model); its URL.
+    ``counted``: its Firestore operations are counted (:func:`_webhook_ops`)."""
     from deploy.local.cloud_run import WEBHOOK
     from deploy.local.emulators import free_port
 
     port = free_port()
+    server = "tests.bench.counted_instance" if counted else "deploy.local.cloud_run"
     webhook = subprocess.Popen(
-        [sys.executable, "-m", "deploy.local.cloud_run", "--target=webhook", f"--source={ROOT / 'main.py'}",
+        [sys.executable, "-m", server, "--target=webhook", f"--source={ROOT / 'main.py'}",
          "--signature-type=http", f"--port={port}", f"--concurrency={WEBHOOK.concurrency}",
          f"--max-instances={WEBHOOK.max_instances}"], cwd=ROOT,
         env={**os.environ, "PYTHONWARNINGS": "ignore", **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     stack.callback(_stop, webhook)
     _wait_listening(port)
     return f"http://127.0.0.1:{port}/"
+
+
+def _webhook_ops(url: str) -> dict[str, int]:
+    """The Firestore operations a counted webhook instance has made so far."""
+    import urllib.request
+
+    from tests.bench.counted_instance import OPS_PATH
+
+    with urllib.request.urlopen(url.rstrip("/") + OPS_PATH, timeout=10) as answer:
+        return json.loads(answer.read())
 
 
 def main() -> None:
@@ -137,7 +149,7 @@ def bench(*, quick: bool = False, only: tuple[str, ...] = PARTS) -> dict[str, An
                                                   artifacts=Path(tempfile.mkdtemp(prefix="bench-")),
                                                   orders_topic="orders", env=env))
         # The webhook in its own process, as its own instance: not sharing this one's interpreter.
-        url = _webhook(stack)
+        url = _webhook(stack, counted=True)
 
         def statuses(order_ids: list[str]) -> dict[str, bench_pipeline.Outcome]:
             from common.records import ORDERS
@@ -171,9 +183,10 @@ def bench(*, quick: bool = False, only: tuple[str, ...] = PARTS) -> dict[str, An
 
         def measured(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
             """``run``'s result, with the Firestore operations it made (in all, and per accepted alert)."""
-            before = counts.snapshot()
+            before, webhook_before = counts.snapshot(), _webhook_ops(url)
             result = run()
-            ops = {k: v - before[k] for k, v in counts.snapshot().items()}
+            webhook_after = _webhook_ops(url)
+            ops = {k: v - before[k] + webhook_after[k] - webhook_before[k] for k, v in counts.snapshot().items()}
             result["firestore"] = {**ops, **{f"{k}_per_accepted": round(v / max(1, result["accepted"]), 2)
                                              for k, v in ops.items()}}
             return result
