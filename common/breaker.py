@@ -61,7 +61,7 @@ class CircuitBreaker:
 
         @firestore.transactional
         def bump(transaction: Any) -> bool:
-            snap = self._ref.get(transaction=transaction)
+            snap = self._ref.get(transaction=transaction, timeout=self._timeout)
             state = BreakerState.model_validate(snap.to_dict()) if snap.exists else BreakerState()
             failures = state.consecutive_failures + 1
             # After the cooldown (half-open), the next failure opens it again.

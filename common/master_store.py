@@ -240,7 +240,7 @@ class MasterRepository:
 
         @firestore.transactional
         def move(transaction: Any) -> bool:
-            snap = ref.get(transaction=transaction)
+            snap = ref.get(transaction=transaction, timeout=self._timeout)
             previous = snap.to_dict().get("version") if snap.exists else None
             if previous is not None and previous >= pointer.version:
                 return False

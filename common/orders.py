@@ -157,7 +157,7 @@ class OrderStore:
 
         @firestore.transactional
         def attempt(transaction: Any) -> Claim:
-            snap = ref.get(transaction=transaction)
+            snap = ref.get(transaction=transaction, timeout=self._timeout)
             if not snap.exists:
                 return Claim("missing", None)
             record = OrderRecord.model_validate(snap.to_dict())
@@ -192,7 +192,7 @@ class OrderStore:
 
         @firestore.transactional
         def attempt(transaction: Any) -> datetime | None:
-            snap = ref.get(transaction=transaction)
+            snap = ref.get(transaction=transaction, timeout=self._timeout)
             record = snap.to_dict() if snap.exists else None
             if record is None or record.get("lease_until") != held or OrderStatus(record["status"]).terminal:
                 return None
