@@ -20,10 +20,12 @@ from common.ratelimit import Hold, SlidingWindowLimiter
 from common.records import OrderCommand, OrderRecord
 from common.settings import Settings
 from common.shared_reads import QuoteCache, SharedRead
+from common.symbols import SymbolMaster
 
 
 class Retry(Exception):
-    """Raised to nack: Pub/Sub will redeliver (the order was released to QUEUED first)."""
+    """Raised to nack: Pub/Sub will redeliver. Only when the redelivery may start afresh: the
+    order was released to QUEUED, or another delivery holds it now."""
 
 
 @dataclass
@@ -34,7 +36,7 @@ class WorkerDeps:
     store: OrderStore
     controls: ControlsReader
     breaker: CircuitBreaker
-    master: Callable[[], Any]  # -> SymbolMaster
+    master: Callable[[], SymbolMaster]
     broker: Trading
     invalidate_token: Callable[[], None]
     needs_login: Callable[[str, datetime], None]  # marks system/broker_session NEEDS_LOGIN
