@@ -12,8 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from common.clients import bounded_retry
-from common.records import SYSTEM
+from common.system_doc import SystemDocument
 
 BREAKER_DOC = "breaker"
 
@@ -30,19 +29,13 @@ class BreakerState(BaseModel):
     updated_at: datetime | None = None
 
 
-class CircuitBreaker:
+class CircuitBreaker(SystemDocument):
     """Counts consecutive transient failures in Firestore and opens after ``threshold``."""
 
     def __init__(self, db: Any, *, threshold: int, cooldown: timedelta, timeout: float) -> None:
-        self._db = db
+        super().__init__(db, BREAKER_DOC, timeout=timeout)
         self._threshold = threshold
         self._cooldown = cooldown
-        self._timeout = timeout
-        self._retry = bounded_retry(timeout)
-
-    @property
-    def _ref(self) -> Any:
-        return self._db.collection(SYSTEM).document(BREAKER_DOC)
 
     def state(self) -> BreakerState:
         snap = self._ref.get(timeout=self._timeout, retry=self._retry)

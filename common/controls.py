@@ -15,8 +15,8 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict
 
-from common.clients import bounded_retry
 from common.records import SYSTEM
+from common.system_doc import SystemDocument
 
 CONTROLS_DOC = "controls"
 
@@ -34,14 +34,12 @@ class Controls(BaseModel):
     updated_by: str | None = None
 
 
-class ControlsReader:
+class ControlsReader(SystemDocument):
     """Reads the controls document, cached for ``ttl`` seconds; thread-safe."""
 
     def __init__(self, db: Any, *, ttl: float, timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._db = db
+        super().__init__(db, CONTROLS_DOC, timeout=timeout)
         self._ttl = ttl
-        self._timeout = timeout
-        self._retry = bounded_retry(timeout)
         self._clock = clock
         self._lock = threading.Lock()
         self._cached: tuple[float, Controls] | None = None
@@ -51,7 +49,7 @@ class ControlsReader:
         with self._lock:
             if self._cached and self._clock() - self._cached[0] < self._ttl:
                 return self._cached[1]
-        snap = self._db.collection(SYSTEM).document(CONTROLS_DOC).get(timeout=self._timeout, retry=self._retry)
+        snap = self._ref.get(timeout=self._timeout, retry=self._retry)
         controls = Controls.model_validate(snap.to_dict() or {}) if snap.exists else Controls()
         with self._lock:
             self._cached = (self._clock(), controls)

@@ -35,11 +35,10 @@ from typing import Any, Callable, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from common.clients import bounded_retry
 from common.clock import Clock
 from common.logs import get_logger
 from common.ratelimit import CallWindows
-from common.records import SYSTEM
+from common.system_doc import SystemDocument
 
 log = get_logger(__name__)
 
@@ -87,17 +86,11 @@ class PacerStore(Protocol):
         new version. Raises :class:`PacerLost` otherwise."""
 
 
-class FirestorePacerStore:
+class FirestorePacerStore(SystemDocument):
     """:class:`PacerStore` on ``system/broker_pacer``, its version the document's update time."""
 
     def __init__(self, db: Any, *, timeout: float) -> None:
-        self._db = db
-        self._timeout = timeout
-        self._retry = bounded_retry(timeout)
-
-    @property
-    def _ref(self) -> Any:
-        return self._db.collection(SYSTEM).document(PACER_DOC)
+        super().__init__(db, PACER_DOC, timeout=timeout)
 
     def read(self) -> tuple[PacerRecord | None, Any]:
         snap = self._ref.get(timeout=self._timeout, retry=self._retry)

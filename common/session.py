@@ -27,10 +27,9 @@ from typing import TYPE_CHECKING, Any, Callable
 from pydantic import BaseModel, ConfigDict
 
 from common import secret_table
-from common.clients import bounded_retry
 from common.errors import TokenDead
-from common.records import SYSTEM
 from common.secrets import CachedSecretStore
+from common.system_doc import SystemDocument
 
 if TYPE_CHECKING:
     from common.secrets import SecretStore
@@ -93,17 +92,11 @@ def mask_name(name: str | None) -> str | None:
     return " ".join(word[0] + "*" * (len(word) - 1) for word in name.split())
 
 
-class SessionStore:
+class SessionStore(SystemDocument):
     """Reads and writes ``system/broker_session`` and ``auth_events``; every call has ``timeout``."""
 
     def __init__(self, db: Any, *, timeout: float) -> None:
-        self._db = db
-        self._timeout = timeout
-        self._retry = bounded_retry(timeout)
-
-    @property
-    def _ref(self) -> Any:
-        return self._db.collection(SYSTEM).document(SESSION_DOC)
+        super().__init__(db, SESSION_DOC, timeout=timeout)
 
     def get(self) -> BrokerSession:
         snap = self._ref.get(timeout=self._timeout, retry=self._retry)
