@@ -51,8 +51,10 @@ class QuoteCache:
         self._lock = threading.Lock()
         self._flights: dict[str, _Flight[float]] = {}
 
-    def ltp(self, ticker: str, fetch: Callable[[str], float]) -> float:
-        """The ticker's last price, from a read at most ``ttl`` old or from ``fetch`` (one at a time)."""
+    def ltp(self, ticker: str, fetch: Callable[[str], float], *,
+            while_waiting: Callable[[], None] | None = None) -> float:
+        """The ticker's last price, from a read at most ``ttl`` old or from ``fetch`` (one at a time).
+        ``while_waiting`` runs every second while this asker waits for another's read."""
         with self._lock:
             flight = self._flights.get(ticker)
             fresh = flight is not None and (not flight.done.is_set() or self._clock() - flight.started < self._ttl)
@@ -71,7 +73,7 @@ class QuoteCache:
             finally:
                 flight.done.set()
             return flight.value
-        flight.done.wait()
+        _wait(flight.done, None, while_waiting)
         if flight.error is not None or flight.value is None:
             return fetch(ticker)  # the shared read failed: this asker tries on its own
         return flight.value
@@ -87,12 +89,14 @@ class SharedRead(Generic[T]):
         self._lock = threading.Lock()
         self._flight: _Flight[T] | None = None
 
-    def read(self, fetch: Callable[[Callable[[], None]], T], timeout: float) -> T | None:
+    def read(self, fetch: Callable[[Callable[[], None]], T], timeout: float, *,
+             while_waiting: Callable[[], None] | None = None) -> T | None:
         """The value of a read whose request was sent after this asker arrived; None for an
         asker whose shared read failed or came later than ``timeout`` (the caller decides
         whether to read alone). ``fetch(sending)`` makes the request, calling ``sending()``
         just before it goes out (once it has its broker slot): askers arriving after that
-        start the next read."""
+        start the next read. ``while_waiting`` runs every second while an asker waits for
+        another's read."""
         with self._lock:
             flight = self._flight
             if flight is None or flight.reading:
@@ -104,7 +108,7 @@ class SharedRead(Generic[T]):
                 if self._batch is not None and flight.askers >= self._batch:
                     flight.full.set()
         if not leader:
-            if not flight.done.wait(timeout) or flight.error is not None:
+            if not _wait(flight.done, timeout, while_waiting) or flight.error is not None:
                 return None
             return flight.value
         if self._gather > 0:
@@ -124,3 +128,17 @@ class SharedRead(Generic[T]):
             with self._lock:
                 flight.reading = True  # a failed read before its send: the next asker starts afresh
             flight.done.set()
+
+
+def _wait(done: threading.Event, timeout: float | None, while_waiting: Callable[[], None] | None) -> bool:
+    """Wait for ``done`` up to ``timeout`` seconds (None: for good), calling ``while_waiting``
+    every second meanwhile (what it raises ends the wait); whether it was set."""
+    until = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if until is None else until - time.monotonic()
+        if left is not None and left <= 0:
+            return done.is_set()
+        if done.wait(1.0 if left is None else min(1.0, left)):
+            return True
+        if while_waiting is not None:
+            while_waiting()

@@ -45,8 +45,9 @@ def call_broker(job: Job, deps: WorkerDeps, call: Callable[[Trading], T], *, bud
 
 def keep_lease(job: Job, deps: WorkerDeps) -> None:
     """Renew this delivery's lease once half of it is gone. In a burst an order may wait for a
-    broker slot longer than a lease: it keeps the order meanwhile, so that a redelivery does not
-    take over an order that is only waiting its turn. Lost (taken over): nack."""
+    broker slot (or for a read another delivery shares with it) longer than a lease: it keeps
+    the order meanwhile, so that a redelivery does not take over an order that is only waiting
+    its turn. Lost (taken over): nack."""
     if job.lease_until is None:
         return
     now, lease = deps.clock(), timedelta(seconds=deps.settings.lease_seconds)
@@ -74,12 +75,13 @@ def shared_read(job: Job, deps: WorkerDeps, read: SharedRead[T], call: Callable[
             sending()
             return call(broker)
         return call_broker(job, deps, send, budget=budget)
-    return read.read(fetch, timeout=timeout)
+    return read.read(fetch, timeout=timeout, while_waiting=lambda: keep_lease(job, deps))
 
 
 def ltp(ticker: str, job: Job, deps: WorkerDeps) -> float:
     """The last price, shared with the other deliveries asking for it (``deps.quotes``)."""
-    return deps.quotes.ltp(ticker, lambda wanted: _quote(wanted, job, deps))
+    return deps.quotes.ltp(ticker, lambda wanted: _quote(wanted, job, deps),
+                           while_waiting=lambda: keep_lease(job, deps))
 
 
 def _quote(ticker: str, job: Job, deps: WorkerDeps) -> float:

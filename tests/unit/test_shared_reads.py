@@ -176,3 +176,33 @@ def test_a_read_waiting_for_its_broker_slot_serves_those_who_ask_meanwhile_and_n
         t.join()
 
     assert results == {"leader": 1, "waiting": 1, "later": 2} and len(reads) == 2
+
+
+def test_an_asker_waiting_for_anothers_read_keeps_its_own_lease_and_stops_when_told():
+    positions: SharedRead[int] = SharedRead(gather=0.0)
+    release = threading.Event()
+
+    def slow(sending) -> int:
+        release.wait(5)  # the leader's broker slot is seconds away
+        sending()
+        return 1
+
+    leader = threading.Thread(target=lambda: positions.read(slow, timeout=5))
+    leader.start()
+    time.sleep(0.05)
+    renewals: list[int] = []
+
+    def keep_lease() -> None:
+        renewals.append(1)
+        if len(renewals) == 2:
+            raise LookupError("taken over")
+
+    try:
+        positions.read(slow, timeout=10, while_waiting=keep_lease)
+        outcome = "returned"
+    except LookupError:
+        outcome = "stopped"
+    release.set()
+    leader.join()
+
+    assert (outcome, len(renewals)) == ("stopped", 2)  # once a second, until the lease was lost
