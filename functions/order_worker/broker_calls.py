@@ -23,10 +23,9 @@ def call_broker(job: Job, deps: WorkerDeps, call: Callable[[Trading], T], *, bud
     """Call the broker within Fyers' rate limits and the order's remaining time budget.
 
     A ``RateLimited`` answer is waited out and retried while the budget allows:
-    the request was refused, so sending it again cannot duplicate anything. A
-    placement is never sent once this delivery's lease has run out: another
-    delivery may own the order by then; while it waits for its slot, the delivery keeps its
-    lease (:func:`keep_lease`).
+    the request was refused, so sending it again cannot duplicate anything. While it
+    waits for its slot, the delivery keeps its lease (:func:`keep_lease`); a placement
+    is never sent once the lease has run out: another delivery may own the order by then.
     """
     while True:
         remaining = (job.deadline - deps.clock()).total_seconds()
@@ -55,7 +54,7 @@ def keep_lease(job: Job, deps: WorkerDeps) -> None:
         return
     renewed = deps.store.renew_lease(job.record.order_id, held=job.lease_until, now=now, lease=lease)
     if renewed is None:
-        raise Retry("Another delivery took the order over while this one waited for a broker slot.")
+        raise Retry("Another delivery took the order over while this one waited its turn.")
     job.lease_until = renewed
 
 
@@ -67,7 +66,7 @@ def _priority(job: Job) -> tuple[int, float]:
 
 
 def shared_read(job: Job, deps: WorkerDeps, read: SharedRead[T], call: Callable[[Trading], T], *,
-                budget: float, timeout: float) -> T | None:
+                timeout: float, budget: float | None = None) -> T | None:
     """``call``'s answer, from one request shared with the deliveries that ask before it is sent
     (:class:`SharedRead`); None when this one joined a read that failed or came too late."""
     def fetch(sending: Callable[[], None]) -> T:

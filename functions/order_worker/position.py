@@ -75,9 +75,8 @@ def _held_at_broker(job: Job, deps: WorkerDeps, alert: Alert, instrument: str,
     closed by hand, outside the router), so it can never open the other way."""
     if not any(s.effect == "CLOSE" for s in steps):
         return steps
-    remaining = max(0.0, (job.deadline - deps.clock()).total_seconds())
-    positions = shared_read(job, deps, deps.positions, lambda broker: broker.positions(), budget=remaining,
-                            timeout=remaining)
+    positions = shared_read(job, deps, deps.positions, lambda broker: broker.positions(),
+                            timeout=max(0.0, (job.deadline - deps.clock()).total_seconds()))
     if positions is None:  # the shared read failed: read alone
         positions = call_broker(job, deps, lambda broker: broker.positions())
     net: dict[str, int] = {}
