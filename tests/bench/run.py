@@ -277,6 +277,16 @@ def _wait_idle(delivery: Any, timeout: float = 60.0) -> None:
         time.sleep(0.5)
 
 
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    """A Markdown table's lines."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows)]
+
+
+def _latency(lat: dict[str, float] | None) -> str:
+    return f"{lat['p50']:.2f} / {lat['p95']:.2f} / {lat['p99']:.2f} s" if lat else "-"
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: a section per part that ran, none for the others."""
     m = report["machine"]
@@ -288,30 +298,23 @@ def markdown(report: dict[str, Any]) -> str:
              + (" A `--quick` smoke run: its figures are not measurements." if report.get("quick") else "")]
     rows = report.get("workloads", []) + ([report["mixed"]] if "mixed" in report else [])
     if rows:
-        lines += ["", "| Workload | accepted | placed | expired | dead-lettered | alert→broker p50 / p95 / p99 | "
-                      "most broker requests in 1 s / 60 s | broker requests per placed | worker 429s | "
-                      "simulator 429s |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
-    for w in rows:
-        lat = w["alert_to_broker_s"]
-        shown = f"{lat['p50']:.2f} / {lat['p95']:.2f} / {lat['p99']:.2f} s" if lat else "-"
-        lines.append(f"| {w['workload']} | {w['accepted']} | {w['placed']} | {w['expired']} | {w['dead_lettered']} | "
-                     f"{shown} | {w['max_broker_requests_1s']} / {w['max_broker_requests_60s']} | "
-                     f"{w['broker_requests_per_placed']} | {w['worker_429s']} | {w['simulator_429s']} |")
+        lines += ["", *_table(
+            ["Workload", "accepted", "placed", "expired", "dead-lettered", "alert→broker p50 / p95 / p99",
+             "most broker requests in 1 s / 60 s", "broker requests per placed", "worker 429s", "simulator 429s"],
+            [[w["workload"], w["accepted"], w["placed"], w["expired"], w["dead_lettered"], _latency(w["alert_to_broker_s"]),
+              f"{w['max_broker_requests_1s']} / {w['max_broker_requests_60s']}", w["broker_requests_per_placed"],
+              w["worker_429s"], w["simulator_429s"]] for w in rows])]
     if "mixed" in report:
         lines += ["", _mixed_paragraph(report["mixed"])]
     if "webhook_ms" in report:
-        lines += ["", "| Webhook, alerts in flight | p50 | p95 | p99 | requests | not accepted |",
-                  "|---|---|---|---|---|---|"]
-        for level, s in report["webhook_ms"].items():
-            lines.append(f"| {level} | {s['p50']} ms | {s['p95']} ms | {s['p99']} ms | {s['requests']} | "
-                         f"{s['not_accepted']} |")
+        lines += ["", *_table(["Webhook, alerts in flight", "p50", "p95", "p99", "requests", "not accepted"],
+                              [[level, f"{s['p50']} ms", f"{s['p95']} ms", f"{s['p99']} ms", s["requests"],
+                                s["not_accepted"]] for level, s in report["webhook_ms"].items()])]
     if "entry_points" in report:
-        lines += ["", "| Entry point | framework import | `main` import | first request | status |",
-                  "|---|---|---|---|---|"]
-        for name, e in report["entry_points"].items():
-            lines.append(f"| {name} | {e['framework_import_s'] * 1000:.0f} ms | {e['import_s'] * 1000:.0f} ms | "
-                         f"{e['first_request_s'] * 1000:.0f} ms | {e['status']} |")
+        lines += ["", *_table(["Entry point", "framework import", "`main` import", "first request", "status"],
+                              [[name, f"{e['framework_import_s'] * 1000:.0f} ms", f"{e['import_s'] * 1000:.0f} ms",
+                                f"{e['first_request_s'] * 1000:.0f} ms", e["status"]]
+                               for name, e in report["entry_points"].items()])]
     if "firestore_per_alert" in report:
         f = report["firestore_per_alert"]
         prices = ", ".join(f"{k} ${v}" for k, v in f["prices_usd_per_100k"].items())
